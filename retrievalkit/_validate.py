@@ -1,0 +1,77 @@
+"""Input checks shared by every module: bad input raises ``ValueError`` naming the argument."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def feature_maps(x: Any, name: str = "x", nonnegative: bool = False) -> tuple[torch.Tensor, bool]:
+    """Return ``x`` as a 4-D ``(N, C, H, W)`` tensor and whether a batch axis was added.
+
+    Accepts ``(C, H, W)`` or ``(N, C, H, W)`` floating-point tensors; rejects anything else,
+    empty maps, NaN, and (with ``nonnegative``) negative values.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (N, C, H, W) or (C, H, W), got {type(x).__name__}")
+    if x.dim() not in (3, 4):
+        raise ValueError(f"{name} must have shape (N, C, H, W) or (C, H, W), got {x.dim()} dimensions {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+    finite(x, name)
+    if nonnegative and bool((x < 0).any()):
+        raise ValueError(f"{name} must be non-negative (e.g. post-ReLU activations), got a minimum of {x.min().item():g}")
+    squeezed = x.dim() == 3
+    return (x.unsqueeze(0) if squeezed else x), squeezed
+
+
+def unbatch(out: torch.Tensor, squeezed: bool) -> torch.Tensor:
+    """Drop the batch axis added by :func:`feature_maps`."""
+    return out.squeeze(0) if squeezed else out
+
+
+def finite(x: Any, name: str) -> None:
+    """Reject NaN (and infinity) in a tensor or array."""
+    bad = ~torch.isfinite(x) if isinstance(x, torch.Tensor) else ~np.isfinite(np.asarray(x, dtype=float))
+    if bool(bad.any()):
+        raise ValueError(f"{name} must not contain NaN or infinity")
+
+
+def positive_number(value: Any, name: str) -> float:
+    """A finite number > 0."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return v
+
+
+def positive_int(value: Any, name: str) -> int:
+    """An integer >= 1 (bools rejected)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def descriptors(x: Any, name: str = "X") -> torch.Tensor | np.ndarray:
+    """Check a 2-D ``(N, D)`` array or tensor of finite floats (returned unchanged, 1-D promoted)."""
+    if isinstance(x, torch.Tensor):
+        arr = x
+    elif isinstance(x, np.ndarray):
+        arr = x
+    else:
+        raise ValueError(f"{name} must be a numpy.ndarray or torch.Tensor of shape (N, D), got {type(x).__name__}")
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must have shape (N, D), got shape {tuple(arr.shape)}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one dimension per row, got shape {tuple(arr.shape)}")
+    finite(arr, name)
+    return arr

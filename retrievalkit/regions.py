@@ -1,0 +1,140 @@
+"""Regional pooling: R-MAC (Tolias et al., ICLR 2016) and the seed paper's modified R-MAC.
+
+Regions are ``(y, x, h, w)`` in feature-map cells: top-left corner, height and width.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ._validate import feature_maps, positive_int, unbatch
+
+__all__ = ["rmac_regions", "rmac", "os_rmac", "draw_regions"]
+
+_OVERLAP = 0.4  # desired overlap of neighbouring regions (Tolias et al.)
+_STEPS = (2, 3, 4, 5, 6, 7)  # candidate numbers of regions along the long side at level 1
+_EPS = 1e-6  # cirtorch's L2N: x / (||x|| + eps)
+
+
+def _l2n(v: torch.Tensor, dim: int) -> torch.Tensor:
+    return v / (v.norm(p=2, dim=dim, keepdim=True) + _EPS)
+
+
+def _grid(H: int, W: int, L: int) -> list[tuple[int, list[int], list[int]]]:
+    """Per level: region side and the top-left corners along y and x (cirtorch's arithmetic)."""
+    w = min(W, H)
+    # cirtorch computes these in float32 (torch.Tensor); the same ops give the same corners.
+    steps = torch.tensor(_STEPS, dtype=torch.float32)
+    b = (max(H, W) - w) / (steps - 1)
+    idx = int(torch.argmin(torch.abs(((w**2 - w * b) / w**2) - _OVERLAP)))
+    Wd = idx + 1 if H < W else 0
+    Hd = idx + 1 if H > W else 0
+    levels = []
+    for l in range(1, L + 1):
+        wl = math.floor(2 * w / (l + 1))
+        if wl == 0:  # the map is too small for this level
+            continue
+        wl2 = math.floor(wl / 2 - 1)
+        corners = []
+        for extra, size in ((Hd, H), (Wd, W)):
+            step = 0 if l + extra == 1 else (size - wl) / (l + extra - 1)
+            c = torch.floor(wl2 + torch.arange(l + extra, dtype=torch.float32) * step) - wl2
+            corners.append([int(v) for v in c.tolist()])
+        levels.append((wl, corners[0], corners[1]))
+    return levels
+
+
+def rmac_regions(H: int, W: int, L: int = 3) -> list[tuple[int, int, int, int]]:
+    """The R-MAC region grid of Tolias et al. as cirtorch builds it, level 1 first.
+
+    Level ``l`` has square regions of side ``floor(2 min(H, W) / (l + 1))``, ``l`` along the
+    short side and ``l + d`` along the long one, where ``d`` is chosen so that neighbouring
+    regions overlap by about 40%; the regions touch all four borders. For a 30x40 map and
+    ``L = 3``: 2 + 6 + 12 = 20 regions of sides 30, 20 and 15.
+    """
+    H, W, L = positive_int(H, "H"), positive_int(W, "W"), positive_int(L, "L")
+    return [(y, x, wl, wl) for wl, ys, xs in _grid(H, W, L) for y in ys for x in xs]
+
+
+def rmac(x: torch.Tensor, L: int = 3, global_term: bool = False) -> torch.Tensor:
+    """Regional MAC (Tolias et al., ICLR 2016) -> ``(N, C)``, L2-normalised.
+
+    ``f = l2n(sum_R l2n(MAC(x restricted to R)))`` over the regions of :func:`rmac_regions`
+    (``l2n(v) = v / (||v|| + 1e-6)``). ``global_term=True`` adds ``l2n(MAC(x))`` to the sum, as
+    cirtorch's ``rmac`` does (cirtorch also leaves the sum unnormalised: its network applies
+    L2N after pooling). One pass per level over the whole batch: a stride-1 max pooling of
+    the level's window size, read at the region corners.
+    """
+    x4, squeezed = feature_maps(x)
+    L = positive_int(L, "L")
+    N, C, H, W = x4.shape
+    v = x4.new_zeros(N, C)
+    if global_term:
+        v = v + _l2n(x4.amax(dim=(-2, -1)), 1)
+    for wl, ys, xs in _grid(H, W, L):
+        pooled = F.max_pool2d(x4, wl, stride=1)  # (N, C, H - wl + 1, W - wl + 1)
+        regional = pooled[:, :, ys][:, :, :, xs].flatten(2)  # (N, C, regions of this level)
+        v = v + _l2n(regional, 1).sum(dim=2)
+    return unbatch(_l2n(v, 1), squeezed)
+
+
+def os_rmac_windows(H: int, W: int, L: int = 3) -> list[tuple[int, int]]:
+    """``(kernel, stride)`` of each level of :func:`os_rmac`: ``kw = max(1, ceil(2 min(H, W) / (l + 1)))``,
+    ``ks = max(1, floor(0.4 kw))``. For a 30x40 map: (30, 12), (20, 8), (15, 6)."""
+    H, W, L = positive_int(H, "H"), positive_int(W, "W"), positive_int(L, "L")
+    windows = []
+    for l in range(1, L + 1):
+        kw = max(1, math.ceil(2 * min(W, H) / (l + 1)))
+        windows.append((kw, max(1, math.floor(0.4 * kw))))
+    return windows
+
+
+def os_rmac(x: torch.Tensor, L: int = 3) -> torch.Tensor:
+    """The modified R-MAC of Seddati et al. (Algorithm 1, ``OS_RMAC``) -> ``(N, C)``, L2-normalised.
+
+    For each level ``l = 1..L``: max-pool with window ``kw`` and stride ``ks`` of
+    :func:`os_rmac_windows` (no padding, floor mode), then per channel the square root of the
+    sum of squares over the pooled positions ("square sum-pooling"); the levels are summed
+    and the result L2-normalised. Unlike R-MAC there is no per-region L2 and no whitening.
+    """
+    x4, squeezed = feature_maps(x)
+    v = x4.new_zeros(x4.shape[:2])
+    for kw, ks in os_rmac_windows(x4.shape[-2], x4.shape[-1], L):
+        pooled = F.max_pool2d(x4, kw, stride=ks)
+        v = v + pooled.pow(2).sum(dim=(-2, -1)).sqrt()
+    return unbatch(_l2n(v, 1), squeezed)
+
+
+def draw_regions(
+    ax: Any,
+    regions: Sequence[tuple[int, int, int, int]],
+    image_size: tuple[int, int],
+    map_size: tuple[int, int],
+    **style: Any,
+) -> list[Any]:
+    """Draw ``(y, x, h, w)`` map regions as rectangles over an image shown on ``ax``.
+
+    ``image_size`` and ``map_size`` are ``(height, width)``; each region is scaled from map
+    cells to image pixels. Regions of one size share a colour. Returns the rectangles.
+    """
+    from matplotlib.patches import Rectangle
+
+    if len(image_size) != 2 or min(image_size) <= 0:
+        raise ValueError(f"image_size must be (height, width) > 0, got {image_size!r}")
+    if len(map_size) != 2 or min(map_size) <= 0:
+        raise ValueError(f"map_size must be (height, width) > 0, got {map_size!r}")
+    sy, sx = image_size[0] / map_size[0], image_size[1] / map_size[1]
+    sizes = sorted({(h, w) for _, _, h, w in regions}, reverse=True)
+    colours = [f"C{i}" for i in range(len(sizes))]
+    patches = []
+    for y, x, h, w in regions:
+        if y < 0 or x < 0 or y + h > map_size[0] or x + w > map_size[1]:
+            raise ValueError(f"regions must lie inside the map of size {tuple(map_size)}, got {(y, x, h, w)}")
+        kw = {"fill": False, "linewidth": 2, "edgecolor": colours[sizes.index((h, w))], **style}
+        rect = Rectangle((x * sx - 0.5, y * sy - 0.5), w * sx, h * sy, **kw)
+        ax.add_patch(rect)
+        patches.append(rect)
+    return patches
