@@ -1,0 +1,274 @@
+"""Class-weighted features (Jimenez et al. 2017) against independent loops and hand-known values."""
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+
+from retrievalkit.cam import aggregate_classes, cam_boxes, class_activation_maps, class_weighted, top_classes
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def numpy_cam(A, W, c):
+    """The peer's loop: weighted sum of the maps, divided by its max, then clipped at 0."""
+    cam = np.zeros(A.shape[1:])
+    for k in range(A.shape[0]):
+        cam += W[c, k] * A[k]
+    cam /= np.max(cam)
+    cam[cam < 0] = 0
+    return cam
+
+
+def numpy_channel_weights(X):
+    Q = np.array([np.count_nonzero(x) / x.size for x in X])
+    return np.array([np.log(Q.sum() / q) if q > 0 else 0.0 for q in Q])
+
+
+# --- class_activation_maps -------------------------------------------------------------
+
+
+def test_cam_equals_peer_loop():
+    A = torch.randn(2, 5, 4, 6, generator=gen(0), dtype=torch.float64)
+    W = torch.randn(7, 5, generator=gen(1), dtype=torch.float64)
+    classes = torch.tensor([[3, 0, 6], [1, 3, 2]])
+    cams = class_activation_maps(A, W, classes)
+    assert cams.shape == (2, 3, 4, 6) and cams.dtype == torch.float64
+    for i in range(2):
+        for j in range(3):
+            expected = numpy_cam(A[i].numpy(), W.numpy(), int(classes[i, j]))
+            np.testing.assert_allclose(cams[i, j].numpy(), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_cam_negative_max_flips_sign():
+    # K = 1, W = [[1]]: cam = A = [[-1, -2], [-4, -0.5]], max = -0.5
+    # cam / max = [[2, 4], [8, 1]] (all positive, so clipping changes nothing): the most
+    # negative position (-4) becomes the largest value.
+    A = torch.tensor([[[-1.0, -2.0], [-4.0, -0.5]]])
+    cam = class_activation_maps(A, torch.tensor([[1.0]]), [0])
+    torch.testing.assert_close(cam, torch.tensor([[[2.0, 4.0], [8.0, 1.0]]]))
+
+
+def test_cam_zero_max_gives_zeros():
+    A = torch.tensor([[[0.0, -1.0], [-2.0, 0.0]]])
+    cam = class_activation_maps(A, torch.tensor([[1.0]]), [0])
+    assert torch.equal(cam, torch.zeros(1, 2, 2))
+
+
+def test_cam_same_classes_for_every_image():
+    A = torch.randn(3, 4, 2, 3, generator=gen(2))
+    W = torch.randn(5, 4, generator=gen(3))
+    a = class_activation_maps(A, W, [4, 1])
+    b = class_activation_maps(A, W, torch.tensor([[4, 1]] * 3))
+    torch.testing.assert_close(a, b)
+    assert class_activation_maps(A[0], W, [4, 1]).shape == (2, 2, 3)
+    torch.testing.assert_close(class_activation_maps(A[0], W, [4, 1]), a[0])
+
+
+def test_cam_gradient():
+    A = torch.rand(1, 3, 3, 3, generator=gen(4), dtype=torch.float64).requires_grad_()
+    W = torch.randn(4, 3, generator=gen(5), dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, w: class_activation_maps(a, w, [0, 2]), (A, W))
+    class_activation_maps(A, W, [0, 2]).sum().backward()
+    assert A.grad is not None and W.grad is not None and (W.grad.abs() > 0).any()
+
+
+@pytest.mark.parametrize(
+    "features, fc_weight, classes, name",
+    [
+        (torch.ones(2, 2), torch.ones(3, 2), [0], "features"),  # wrong rank
+        (torch.ones(1, 0, 2, 2), torch.ones(3, 0), [0], "features"),  # empty
+        (torch.full((1, 2, 2, 2), float("nan")), torch.ones(3, 2), [0], "features"),
+        (torch.ones(1, 2, 2, 2), torch.ones(3, 4), [0], "fc_weight"),  # K mismatch
+        (torch.ones(1, 2, 2, 2), torch.ones(3, 2, 1), [0], "fc_weight"),  # wrong rank
+        (torch.ones(1, 2, 2, 2), torch.ones(3, 2), [3], "classes"),  # out of range
+        (torch.ones(1, 2, 2, 2), torch.ones(3, 2), [-1], "classes"),
+        (torch.ones(1, 2, 2, 2), torch.ones(3, 2), [0.5], "classes"),  # not integer
+        (torch.ones(1, 2, 2, 2), torch.ones(3, 2), [], "classes"),  # empty
+        (torch.ones(2, 2, 2, 2), torch.ones(3, 2), torch.tensor([[0], [1], [2]]), "classes"),  # 3 rows, 2 images
+    ],
+)
+def test_cam_rejects_bad_input(features, fc_weight, classes, name):
+    with pytest.raises(ValueError, match=f"^{name} must"):
+        class_activation_maps(features, fc_weight, classes)
+
+
+# --- top_classes -----------------------------------------------------------------------
+
+
+def test_top_classes_best_first():
+    logits = torch.tensor([[0.1, 3.0, -1.0, 2.0], [5.0, -2.0, 0.0, 7.0]])
+    assert top_classes(logits, 3).tolist() == [[1, 3, 0], [3, 0, 2]]
+    assert top_classes(logits[1], 1).tolist() == [3]
+
+
+@pytest.mark.parametrize(
+    "logits, n, name",
+    [
+        (torch.ones(2, 4), 0, "n"),
+        (torch.ones(2, 4), 5, "n"),
+        (torch.ones(2, 4), 1.5, "n"),
+        (torch.ones(1, 2, 4), 1, "logits"),
+        (torch.tensor([[0.0, float("nan")]]), 1, "logits"),
+        (torch.ones(2, 0), 1, "logits"),
+    ],
+)
+def test_top_classes_rejects_bad_input(logits, n, name):
+    with pytest.raises(ValueError, match=f"^{name} must"):
+        top_classes(logits, n)
+
+
+# --- class_weighted --------------------------------------------------------------------
+
+
+def test_class_weighted_equals_formula_and_is_unit():
+    X = torch.relu(torch.randn(2, 6, 4, 5, generator=gen(6), dtype=torch.float64))
+    cams = torch.rand(2, 3, 4, 5, generator=gen(7), dtype=torch.float64)
+    for cw in (True, False):
+        d = class_weighted(X, cams, channel_weights=cw)
+        assert d.shape == (2, 3, 6)
+        torch.testing.assert_close(d.norm(dim=-1), torch.ones(2, 3, dtype=torch.float64))
+        for i in range(2):
+            w = numpy_channel_weights(X[i].numpy()) if cw else np.ones(6)
+            for c in range(3):
+                v = np.array([(X[i, k].numpy() * cams[i, c].numpy()).sum() for k in range(6)]) * w
+                np.testing.assert_allclose(d[i, c].numpy(), v / np.linalg.norm(v), rtol=1e-12)
+
+
+def test_class_weighted_single_map_and_zero_cam():
+    X = torch.relu(torch.randn(4, 3, 3, generator=gen(8)))
+    cams = torch.stack([torch.rand(3, 3, generator=gen(9)), torch.zeros(3, 3)])
+    d = class_weighted(X, cams)
+    assert d.shape == (2, 4)
+    assert torch.equal(d[1], torch.zeros(4))  # a zero vector stays zero (no NaN)
+
+
+def test_class_weighted_gradient():
+    X = (torch.rand(1, 3, 2, 2, generator=gen(10), dtype=torch.float64) + 0.1).requires_grad_()
+    cams = torch.rand(1, 2, 2, 2, generator=gen(11), dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(class_weighted, (X, cams))
+
+
+@pytest.mark.parametrize(
+    "features, cams, kwargs, name",
+    [
+        (-torch.ones(1, 2, 2, 2), torch.ones(1, 1, 2, 2), {}, "features"),  # CroW needs post-ReLU maps
+        (torch.ones(2, 2), torch.ones(1, 1, 2, 2), {}, "features"),
+        (torch.ones(1, 2, 2, 2), torch.ones(1, 1, 3, 2), {}, "cams"),  # H mismatch
+        (torch.ones(1, 2, 2, 2), torch.ones(2, 1, 2, 2), {}, "cams"),  # N mismatch
+        (torch.ones(1, 2, 2, 2), torch.ones(1, 2, 2), {}, "cams"),  # rank mismatch
+        (torch.ones(1, 2, 2, 2), torch.full((1, 1, 2, 2), float("nan")), {}, "cams"),
+        (torch.ones(1, 2, 2, 2), torch.ones(1, 1, 2, 2), {"channel_weights": 1}, "channel_weights"),
+    ],
+)
+def test_class_weighted_rejects_bad_input(features, cams, kwargs, name):
+    with pytest.raises(ValueError, match=f"^{name} must"):
+        class_weighted(features, cams, **kwargs)
+
+
+def test_class_weighted_allows_negative_maps_without_channel_weights():
+    d = class_weighted(-torch.ones(1, 2, 2, 2), torch.ones(1, 1, 2, 2), channel_weights=False)
+    torch.testing.assert_close(d, torch.full((1, 1, 2), -(0.5**0.5)))
+
+
+# --- aggregate_classes -----------------------------------------------------------------
+
+
+def test_aggregate_without_pca():
+    V = np.random.default_rng(0).normal(size=(3, 4, 5))
+    out = aggregate_classes(V, n=2)
+    assert isinstance(out, np.ndarray) and out.shape == (3, 5)
+    for i in range(3):
+        s = V[i, 0] + V[i, 1]
+        np.testing.assert_allclose(out[i], s / np.linalg.norm(s), rtol=1e-12)
+    t = aggregate_classes(torch.from_numpy(V).float())
+    assert isinstance(t, torch.Tensor) and t.dtype == torch.float32
+    s = V.sum(axis=1)
+    np.testing.assert_allclose(t.numpy(), s / np.linalg.norm(s, axis=1, keepdims=True), rtol=1e-5)
+
+
+def test_aggregate_with_pca_whitening():
+    rng = np.random.default_rng(1)
+    pca = PCA(n_components=3, whiten=True).fit(rng.normal(size=(40, 6)) * np.arange(1, 7))
+    V = rng.normal(size=(2, 4, 6))
+    for n in (1, 3):
+        out = aggregate_classes(torch.from_numpy(V), n=n, pca=pca)
+        assert isinstance(out, torch.Tensor) and out.dtype == torch.float64 and out.shape == (2, 3)
+        for i in range(2):
+            # whitening by hand: (v - mean) projected on the components, divided by sqrt(eigenvalue)
+            P = (V[i, :n] - pca.mean_) @ pca.components_.T / np.sqrt(pca.explained_variance_)
+            s = (P / np.linalg.norm(P, axis=1, keepdims=True)).sum(axis=0)
+            np.testing.assert_allclose(out[i].numpy(), s / np.linalg.norm(s), rtol=1e-10)
+    single = aggregate_classes(V[0].astype(np.float32), pca=pca)
+    assert single.shape == (3,) and single.dtype == np.float32
+
+
+def test_aggregate_gradient_without_pca():
+    V = torch.randn(2, 3, 4, generator=gen(12), dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: aggregate_classes(v, n=2), (V,))
+
+
+@pytest.mark.parametrize(
+    "vectors, kwargs, name",
+    [
+        (np.ones((2, 3, 4)), {"n": 0}, "n"),
+        (np.ones((2, 3, 4)), {"n": 4}, "n"),
+        (np.ones(4), {}, "vectors"),
+        (np.ones((2, 0, 4)), {}, "vectors"),
+        (np.full((2, 3, 4), np.nan), {}, "vectors"),
+        (torch.full((2, 3, 4), float("nan")), {}, "vectors"),
+        ([[1.0, 2.0]], {}, "vectors"),
+        (np.ones((2, 3, 4)), {"pca": "not a pca"}, "pca"),
+    ],
+)
+def test_aggregate_rejects_bad_input(vectors, kwargs, name):
+    with pytest.raises(ValueError, match=f"^{name} must"):
+        aggregate_classes(vectors, **kwargs)
+
+
+# --- cam_boxes -------------------------------------------------------------------------
+
+
+def two_blobs():
+    cam = np.zeros((8, 10))
+    cam[1:3, 1:3] = 1.0  # small blob: rows 1-2, cols 1-2 (4 px), holds the maximum
+    cam[4:7, 5:9] = 0.8  # large blob: rows 4-6, cols 5-8 (12 px)
+    return cam
+
+
+def test_cam_boxes_largest_component():
+    # t = 0.5: both blobs survive, the larger is rows 4..6, cols 5..8 -> [x1, y1, x2, y2] = [5, 4, 9, 7]
+    # t = 0.9: only the small blob (value 1.0 >= 0.9) -> [1, 1, 3, 3]
+    assert cam_boxes(two_blobs(), thresholds=(0.5, 0.9)) == [[5, 4, 9, 7], [1, 1, 3, 3]]
+    assert cam_boxes(torch.from_numpy(two_blobs()).float(), thresholds=0.5) == [[5, 4, 9, 7]]
+    # t = 0.8 keeps values equal to 0.8 * max (>=)
+    assert cam_boxes(two_blobs(), thresholds=[0.8]) == [[5, 4, 9, 7]]
+
+
+def test_cam_boxes_eight_connectivity():
+    # a diagonal chain of 3 px is one component with 8-connectivity (3 separate ones with 4)
+    cam = np.zeros((6, 6))
+    cam[0, 0] = cam[1, 1] = cam[2, 2] = 1.0
+    cam[4, 3:5] = 1.0  # a 2-px horizontal bar
+    assert cam_boxes(cam, thresholds=[0.5]) == [[0, 0, 3, 3]]
+
+
+def test_cam_boxes_without_positive_values_is_whole_map():
+    assert cam_boxes(np.zeros((3, 5))) == [[0, 0, 5, 3]] * 4
+    cam = -np.ones((3, 5))
+    cam[1, 2] = 0.0  # max exactly 0: still the whole map, not the one zero pixel
+    assert cam_boxes(cam, thresholds=[0.5]) == [[0, 0, 5, 3]]
+    assert cam_boxes(-np.ones((3, 5)), thresholds=[0.3]) == [[0, 0, 5, 3]]
+
+
+@pytest.mark.parametrize("thresholds", [0, 1.5, (0.1, -0.2), (), (float("nan"),), "abc", [[0.1, 0.2]]])
+def test_cam_boxes_rejects_bad_thresholds(thresholds):
+    with pytest.raises(ValueError, match="^thresholds must"):
+        cam_boxes(two_blobs(), thresholds=thresholds)
+
+
+@pytest.mark.parametrize("cam", [np.ones((2, 2, 2)), np.ones((0, 3)), np.array([[np.nan, 1.0]]), [[1.0]]])
+def test_cam_boxes_rejects_bad_cam(cam):
+    with pytest.raises(ValueError, match="^cam must"):
+        cam_boxes(cam)

@@ -1,0 +1,85 @@
+"""retrievalkit.search.rank against a float64 numpy reference."""
+import numpy as np
+import pytest
+import torch
+
+from retrievalkit.search import rank
+
+
+def reference(Q, X):
+    """Best first by score, then by lower index: a stable argsort of -Q X^T in float64."""
+    S = np.asarray(Q, dtype=np.float64) @ np.asarray(X, dtype=np.float64).T
+    return np.argsort(-S, axis=1, kind="stable")
+
+
+def test_equals_the_float64_reference_on_random_data():
+    rng = np.random.default_rng(0)
+    Q, X = rng.standard_normal((7, 16)), rng.standard_normal((50, 16))
+    out = rank(Q, X)
+    assert isinstance(out, np.ndarray) and out.dtype == np.int64 and out.shape == (7, 50)
+    np.testing.assert_array_equal(out, reference(Q, X))
+
+
+def test_torch_in_torch_out():
+    g = torch.Generator().manual_seed(0)
+    Q, X = torch.randn(5, 8, generator=g, dtype=torch.float64), torch.randn(30, 8, generator=g, dtype=torch.float64)
+    out = rank(Q, X)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.long and out.shape == (5, 30)
+    np.testing.assert_array_equal(out.numpy(), reference(Q.numpy(), X.numpy()))
+    np.testing.assert_array_equal(rank(Q, X, k=4).numpy(), reference(Q.numpy(), X.numpy())[:, :4])
+
+
+def test_k_is_the_first_k_columns_of_the_full_ranking():
+    rng = np.random.default_rng(1)
+    Q, X = rng.standard_normal((6, 10)).astype(np.float32), rng.standard_normal((40, 10)).astype(np.float32)
+    full = rank(Q, X)
+    for k in (1, 3, 39, 40):
+        np.testing.assert_array_equal(rank(Q, X, k=k), full[:, :k])
+
+
+def test_ties_go_to_the_lower_index():
+    X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    np.testing.assert_array_equal(rank(np.array([[1.0, 0.0]]), X), [[0, 2, 3, 1, 4]])
+    np.testing.assert_array_equal(rank(np.array([[1.0, 0.0]]), X, k=2), [[0, 2]])
+    # many ties across the k boundary: the lowest indices, in order
+    Xt = torch.ones(1000, 3)
+    Xt[500] = 2.0
+    np.testing.assert_array_equal(rank(torch.ones(2, 3), Xt, k=5).numpy(), [[500, 0, 1, 2, 3]] * 2)
+
+
+def test_ties_on_quantised_data_match_the_stable_reference():
+    rng = np.random.default_rng(2)
+    Q, X = rng.integers(-1, 2, (20, 3)).astype(np.float32), rng.integers(-1, 2, (60, 3)).astype(np.float32)
+    ref = reference(Q, X)
+    for k in (1, 7, 60):
+        np.testing.assert_array_equal(rank(Q, X, k=k), ref[:, :k])
+        np.testing.assert_array_equal(rank(torch.from_numpy(Q), torch.from_numpy(X), k=k).numpy(), ref[:, :k])
+
+
+def test_one_query_as_a_vector():
+    rng = np.random.default_rng(3)
+    q, X = rng.standard_normal(4), rng.standard_normal((9, 4))
+    out = rank(q, X, k=3)
+    assert out.shape == (3,)
+    np.testing.assert_array_equal(out, reference(q[None], X)[0, :3])
+
+
+@pytest.mark.parametrize(
+    "Q, X, k, name",
+    [
+        (np.ones((2, 3)), np.ones((4, 5)), None, "dimension"),
+        (np.ones((2, 3)), torch.ones(4, 3), None, "same kind"),
+        (np.ones((2, 3)), np.ones((0, 3)), None, "X"),
+        (np.ones((0, 3)), np.ones((4, 3)), None, "Q"),
+        (np.full((2, 3), np.nan), np.ones((4, 3)), None, "Q"),
+        (np.ones((2, 3)), np.array([[1.0, np.nan, 0.0]]), None, "X"),
+        (np.ones((2, 3, 1)), np.ones((4, 3)), None, "Q"),
+        ([[1.0, 0.0]], np.ones((4, 2)), None, "Q"),
+        (np.ones((2, 3)), np.ones((4, 3)), 0, "k"),
+        (np.ones((2, 3)), np.ones((4, 3)), 5, "k"),
+        (np.ones((2, 3)), np.ones((4, 3)), 2.0, "k"),
+    ],
+)
+def test_rank_rejects(Q, X, k, name):
+    with pytest.raises(ValueError, match=name):
+        rank(Q, X, k=k)
