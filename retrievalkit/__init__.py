@@ -11,7 +11,20 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("pooling", "regions", "crow", "cam", "evaluate", "search")
+_SUBMODULES = (
+    "pooling",
+    "regions",
+    "crow",
+    "cam",
+    "fusion",
+    "multipass",
+    "encoding",
+    "postprocess",
+    "losses",
+    "salient",
+    "evaluate",
+    "search",
+)
 __all__ = [*_SUBMODULES, "__version__"]
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ._validate import feature_maps, positive_int, unbatch
 
-__all__ = ["rmac_regions", "rmac", "os_rmac", "draw_regions"]
+__all__ = ["rmac_regions", "rmac", "os_rmac", "os_rmac_windows", "patch_boxes", "draw_regions"]
 
 _OVERLAP = 0.4  # desired overlap of neighbouring regions (Tolias et al.)
 _STEPS = (2, 3, 4, 5, 6, 7)  # candidate numbers of regions along the long side at level 1
@@ -65,8 +65,8 @@ def rmac(x: torch.Tensor, L: int = 3, global_term: bool = False) -> torch.Tensor
     ``f = l2n(sum_R l2n(MAC(x restricted to R)))`` over the regions of :func:`rmac_regions`
     (``l2n(v) = v / (||v|| + 1e-6)``). ``global_term=True`` adds ``l2n(MAC(x))`` to the sum, as
     cirtorch's ``rmac`` does (cirtorch also leaves the sum unnormalised: its network applies
-    L2N after pooling). One pass per level over the whole batch: a stride-1 max pooling of
-    the level's window size, read at the region corners.
+    L2N after pooling). Vectorised over the batch and the regions of a level: the maxima over
+    the level's row bands, then over their column windows (strided views, no copies of the map).
     """
     x4, squeezed = feature_maps(x)
     L = positive_int(L, "L")
@@ -75,8 +75,8 @@ def rmac(x: torch.Tensor, L: int = 3, global_term: bool = False) -> torch.Tensor
     if global_term:
         v = v + _l2n(x4.amax(dim=(-2, -1)), 1)
     for wl, ys, xs in _grid(H, W, L):
-        pooled = F.max_pool2d(x4, wl, stride=1)  # (N, C, H - wl + 1, W - wl + 1)
-        regional = pooled[:, :, ys][:, :, :, xs].flatten(2)  # (N, C, regions of this level)
+        rows = x4.unfold(2, wl, 1)[:, :, ys].amax(dim=-1)  # (N, C, len(ys), W): max over each band
+        regional = rows.unfold(3, wl, 1)[:, :, :, xs].amax(dim=-1).flatten(2)  # (N, C, regions)
         v = v + _l2n(regional, 1).sum(dim=2)
     return unbatch(_l2n(v, 1), squeezed)
 
@@ -106,6 +106,62 @@ def os_rmac(x: torch.Tensor, L: int = 3) -> torch.Tensor:
         pooled = F.max_pool2d(x4, kw, stride=ks)
         v = v + pooled.pow(2).sum(dim=(-2, -1)).sqrt()
     return unbatch(_l2n(v, 1), squeezed)
+
+
+def _spans(length: int, n: int) -> list[tuple[int, int]]:
+    """``n`` contiguous spans covering ``0..length`` with integer edges ``round(i length / n)``."""
+    edges = [round(i * length / n) for i in range(n + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _sliding(length: int, size: int, stride: int) -> list[int]:
+    """Window starts every ``stride`` pixels; the last window is moved to end at the border."""
+    starts = list(range(0, length - size + 1, stride))
+    if starts[-1] != length - size:
+        starts.append(length - size)
+    return starts
+
+
+def patch_boxes(
+    H: int,
+    W: int,
+    scheme: str,
+    n: int = 3,
+    levels: Sequence[int] = (1, 2, 3),
+    size: int | None = None,
+    stride: int | None = None,
+) -> list[tuple[int, int, int, int]]:
+    """Image patches for multiple feed-forward passes (Chen et al. survey, fig. 6) as ``[x1, y1, x2, y2]``.
+
+    Pixel boxes with exclusive ``x2, y2`` (as ``PIL.Image.crop``) on an ``H x W`` image:
+
+    - ``"grid"``: a rigid ``n x n`` grid of non-overlapping cells covering the image;
+    - ``"pyramid"``: spatial pyramid, an ``l x l`` grid for each ``l`` in ``levels`` (level 1 is
+      the whole image);
+    - ``"sliding"``: dense square windows of side ``size`` (default ``min(H, W) // 2``) every
+      ``stride`` pixels (default ``size // 2``, 50% overlap); the last window in each direction
+      is aligned with the border so the windows cover the whole image.
+    """
+    H, W = positive_int(H, "H"), positive_int(W, "W")
+    if scheme == "grid":
+        n = positive_int(n, "n")
+        if n > min(H, W):
+            raise ValueError(f"n must be at most min(H, W) = {min(H, W)}, got {n}")
+        return [(x1, y1, x2, y2) for y1, y2 in _spans(H, n) for x1, x2 in _spans(W, n)]
+    if scheme == "pyramid":
+        if isinstance(levels, (int, str)) or len(levels) == 0:
+            raise ValueError(f"levels must be a non-empty sequence of grid sizes, got {levels!r}")
+        boxes = []
+        for lv in levels:
+            boxes += patch_boxes(H, W, "grid", n=positive_int(lv, "levels"))
+        return boxes
+    if scheme == "sliding":
+        size = positive_int(size if size is not None else max(1, min(H, W) // 2), "size")
+        if size > min(H, W):
+            raise ValueError(f"size must be at most min(H, W) = {min(H, W)}, got {size}")
+        stride = positive_int(stride if stride is not None else max(1, size // 2), "stride")
+        return [(x, y, x + size, y + size) for y in _sliding(H, size, stride) for x in _sliding(W, size, stride)]
+    raise ValueError(f"scheme must be 'grid', 'pyramid' or 'sliding', got {scheme!r}")
 
 
 def draw_regions(

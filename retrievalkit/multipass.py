@@ -1,0 +1,79 @@
+"""Multiple feed-forward passes: describe image patches separately, then aggregate (survey fig. 6).
+
+Where single-pass methods run the network once and pool its feature map, multi-pass methods
+(MOP-CNN of Gong et al., Razavian et al.'s sliding windows, spatial pyramids) cut the image into
+patches (:func:`retrievalkit.regions.patch_boxes`), run the network on each and aggregate the
+patch descriptors into one global descriptor: more passes, more time, sometimes more accuracy.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable, Sequence
+
+import torch
+
+from ._validate import positive_int
+
+__all__ = ["patch_descriptors", "multi_pass"]
+
+Embed = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _check(image: torch.Tensor, boxes: Sequence[Sequence[int]]) -> None:
+    if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.numel() == 0:
+        raise ValueError(f"image must be a non-empty (channels, H, W) tensor, got {getattr(image, 'shape', type(image))}")
+    if len(boxes) == 0:
+        raise ValueError("boxes must hold at least one [x1, y1, x2, y2] box")
+    H, W = image.shape[-2:]
+    for b in boxes:
+        if len(b) != 4 or not (0 <= b[0] < b[2] <= W and 0 <= b[1] < b[3] <= H):
+            raise ValueError(f"boxes must be [x1, y1, x2, y2] inside the {H}x{W} image with x1 < x2, y1 < y2, got {tuple(b)}")
+
+
+def patch_descriptors(
+    image: torch.Tensor, boxes: Sequence[Sequence[int]], embed: Embed, batch_size: int = 16
+) -> torch.Tensor:
+    """One descriptor per box: ``embed`` on the crop ``image[:, y1:y2, x1:x2]`` -> ``(n_boxes, D)``.
+
+    ``embed`` maps a batch ``(B, channels, h, w)`` to descriptors ``(B, D)`` (for instance a
+    network followed by a pooling). Crops of one size go through the network together, at
+    most ``batch_size`` at a time; rows come back in the order of ``boxes``.
+    """
+    _check(image, boxes)
+    batch_size = positive_int(batch_size, "batch_size")
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        groups[(y2 - y1, x2 - x1)].append(i)
+    order: list[int] = []
+    outputs = []
+    for members in groups.values():
+        for start in range(0, len(members), batch_size):
+            chunk = members[start : start + batch_size]
+            crops = torch.stack([image[:, boxes[i][1] : boxes[i][3], boxes[i][0] : boxes[i][2]] for i in chunk])
+            out = embed(crops)
+            if out.dim() != 2 or out.shape[0] != len(chunk):
+                raise ValueError(f"embed must map a batch of {len(chunk)} crops to ({len(chunk)}, D), got {tuple(out.shape)}")
+            order += chunk
+            outputs.append(out)
+    stacked = torch.cat(outputs)
+    position = torch.empty(len(order), dtype=torch.long)
+    position[torch.tensor(order)] = torch.arange(len(order))
+    return stacked[position.to(stacked.device)]
+
+
+def multi_pass(
+    image: torch.Tensor, boxes: Sequence[Sequence[int]], embed: Embed, aggregate: str = "sum", batch_size: int = 16
+) -> torch.Tensor:
+    """Global descriptor from patch descriptors -> ``(D,)``, L2-normalised.
+
+    ``aggregate="sum"``: ``l2n(sum_i l2n(d_i))``, each patch counting equally, as R-MAC does
+    with its regions; ``"max"``: ``l2n(max_i d_i)`` per dimension.
+    """
+    if aggregate not in ("sum", "max"):
+        raise ValueError(f"aggregate must be 'sum' or 'max', got {aggregate!r}")
+    d = patch_descriptors(image, boxes, embed, batch_size)
+    if aggregate == "sum":
+        v = (d / (d.norm(dim=1, keepdim=True) + 1e-6)).sum(dim=0)
+    else:
+        v = d.amax(dim=0)
+    return v / (v.norm() + 1e-6)
