@@ -24,6 +24,9 @@ _SUBMODULES = (
     "salient",
     "evaluate",
     "search",
+    "checks",
+    "plot",
+    "notebooks",
 )
 __all__ = [*_SUBMODULES, "__version__"]
 

@@ -101,6 +101,8 @@ def gem(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e-6) -> to
     ``p = 1`` is average pooling and ``p -> inf`` tends to MAC. ``p`` is a float, a scalar
     tensor or one value per channel ``(C,)``; a tensor ``p`` receives gradients. Values below
     ``eps`` (negative activations included) are clamped to ``eps`` first, as cirtorch does.
+    Computed as ``m (mean (x/m)^p)^(1/p)`` with ``m`` the channel maximum, which equals the
+    formula but does not overflow for large ``p`` (cirtorch's direct form gives ``inf``).
     """
     x4, squeezed = feature_maps(x)
     eps = positive_number(eps, "eps")
@@ -111,9 +113,14 @@ def gem(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e-6) -> to
         if bool((p <= 0).any()):
             raise ValueError(f"p must be > 0, got {p.detach().cpu().tolist()}")
         pv = p.to(x4.dtype).reshape(1, -1, 1, 1) if p.dim() == 1 else p.to(x4.dtype)
-        return unbatch(x4.clamp(min=eps).pow(pv).mean(dim=(-2, -1), keepdim=True).pow(1.0 / pv).flatten(1), squeezed)
-    pv = positive_number(p, "p")
-    return unbatch(x4.clamp(min=eps).pow(pv).mean(dim=(-2, -1)).pow(1.0 / pv), squeezed)
+    else:
+        pv = positive_number(p, "p")
+    # m (mean (x/m)^p)^(1/p) with m the channel maximum: the same value, but x^p cannot overflow
+    # (float32 overflows at 6^50 already), so large p really tends to MAC.
+    xc = x4.clamp(min=eps)
+    m = xc.amax(dim=(-2, -1), keepdim=True).detach()
+    out = m * (xc / m).pow(pv).mean(dim=(-2, -1), keepdim=True).pow(1.0 / pv)
+    return unbatch(out.flatten(1), squeezed)
 
 
 class GeM(nn.Module):

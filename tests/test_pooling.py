@@ -79,6 +79,14 @@ def test_gem_p1_is_average_and_large_p_tends_to_max():
     assert gaps[-1] <= mac.max().item() * (1 - (1 / 63) ** (1 / 1000)) + 1e-12
 
 
+def test_gem_large_p_does_not_overflow_in_float32():
+    x = torch.tensor([[5, 3, 1, 2], [1, 2, 3, 2], [4, 2, 2, 5], [3, 6, 1, 1]], dtype=torch.float32)[None, None]
+    # (mean x^100)^(1/100) = 6 * (#sixes/16 + ...)^(1/100): 6 * (1/16)^(1/100) = 5.8353 to 4 digits
+    expected = 6 * ((1 + 2 * (5 / 6) ** 100) / 16) ** (1 / 100)
+    assert P.gem(x, p=100).item() == pytest.approx(expected, rel=1e-5)
+    assert torch.isfinite(P.gem(x * 1e3, p=500)).all()
+
+
 def test_gem_formula_and_clamp():
     x = torch.tensor([[[[-1.0, 0.0], [2.0, 4.0]]]], dtype=torch.float64)
     eps = 1e-6
