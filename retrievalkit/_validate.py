@@ -75,3 +75,28 @@ def descriptors(x: Any, name: str = "X") -> torch.Tensor | np.ndarray:
         raise ValueError(f"{name} must have at least one dimension per row, got shape {tuple(arr.shape)}")
     finite(arr, name)
     return arr
+
+
+def nonnegative_number(value: Any, name: str) -> float:
+    """A finite number >= 0."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
+def paired_descriptors(A: Any, B: Any, names: tuple[str, str]) -> tuple[Any, Any]:
+    """Two non-empty descriptor sets of the same kind (numpy or torch) and dimension."""
+    a, b = descriptors(A, names[0]), descriptors(B, names[1])
+    if isinstance(a, torch.Tensor) != isinstance(b, torch.Tensor):
+        raise ValueError(f"{names[0]} and {names[1]} must be the same kind (both numpy or both torch), got "
+                         f"{type(a).__name__} and {type(b).__name__}")
+    if a.shape[0] == 0 or b.shape[0] == 0:
+        raise ValueError(f"{names[0]} and {names[1]} must not be empty, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same dimension D, got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    return a, b

@@ -8,14 +8,13 @@ the default here is the mean.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from ._validate import descriptors, finite, positive_int
+from ._validate import finite, nonnegative_number, paired_descriptors, positive_int
 
 __all__ = ["contrastive_loss", "triplet_loss", "hard_negatives"]
 
@@ -34,17 +33,6 @@ def _rows(x: Any, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     finite(x, name)
     return x
-
-
-def _margin(value: Any) -> float:
-    """A finite number >= 0."""
-    try:
-        m = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"margin must be a number >= 0, got {value!r}") from None
-    if not math.isfinite(m) or m < 0:
-        raise ValueError(f"margin must be a finite number >= 0, got {value!r}")
-    return m
 
 
 def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -84,7 +72,7 @@ def contrastive_loss(
     if not bool(((yt == 0) | (yt == 1)).all()):
         raise ValueError("y must hold only 0 (non-matching) and 1 (matching)")
     yt = yt.to(a.dtype)
-    m = _margin(margin)
+    m = nonnegative_number(margin, "margin")
     reduction = _check_reduction(reduction)
     if form == "slides":
         D = (a - b).pow(2).sum(dim=1)
@@ -119,7 +107,7 @@ def triplet_loss(
     if negative.shape[0] != N or negative.shape[-1] != D or negative.numel() == 0:
         raise ValueError(f"negative must have shape ({N}, {D}) or ({N}, k, {D}) with k >= 1, got {tuple(negative.shape)}")
     finite(negative, "negative")
-    m = _margin(margin)
+    m = nonnegative_number(margin, "margin")
     reduction = _check_reduction(reduction)
     d_pos = (anchor - positive).pow(2).sum(dim=-1)  # (N,)
     if negative.dim() == 3:
@@ -141,14 +129,7 @@ def hard_negatives(anchors: Any, pool: Any, positives_of: Sequence[Iterable[int]
     numpy input, ``torch.long`` on the input's device for torch input. This is how cirtorch
     mines the negatives of its training tuples (there among images of other clusters).
     """
-    A, P = descriptors(anchors, "anchors"), descriptors(pool, "pool")
-    if isinstance(A, torch.Tensor) != isinstance(P, torch.Tensor):
-        raise ValueError(f"anchors and pool must be the same kind (both numpy or both torch), got "
-                         f"{type(A).__name__} and {type(P).__name__}")
-    if A.shape[0] == 0 or P.shape[0] == 0:
-        raise ValueError(f"anchors and pool must not be empty, got {tuple(A.shape)} and {tuple(P.shape)}")
-    if A.shape[1] != P.shape[1]:
-        raise ValueError(f"anchors and pool must have the same dimension D, got {tuple(A.shape)} and {tuple(P.shape)}")
+    A, P = paired_descriptors(anchors, pool, ("anchors", "pool"))
     Na, Np = A.shape[0], P.shape[0]
     length = None if isinstance(positives_of, (str, bytes)) else getattr(positives_of, "__len__", lambda: None)()
     if length != Na:

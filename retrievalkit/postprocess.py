@@ -28,7 +28,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError
 
-from ._validate import descriptors, positive_int, positive_number
+from ._validate import descriptors, nonnegative_number, positive_int, positive_number
 
 __all__ = [
     "PCAWhitening",
@@ -46,17 +46,6 @@ _EPS = 1e-6  # cirtorch l2n: x / (||x|| + eps)
 
 def _l2n(x: torch.Tensor) -> torch.Tensor:
     return x / (torch.linalg.vector_norm(x, dim=-1, keepdim=True) + _EPS)
-
-
-def _nonnegative(value: Any, name: str) -> float:
-    """A finite number >= 0."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v
 
 
 def _rows(arrays: list[Any], names: list[str]) -> tuple[list[torch.Tensor], bool]:
@@ -178,7 +167,7 @@ class PCAWhitening(_Whitening):
 
     def __init__(self, dim: int | None = None, power: float = 0.5) -> None:
         super().__init__(dim)
-        self.power = _nonnegative(power, "power")
+        self.power = nonnegative_number(power, "power")
 
     def fit(self, X: Any) -> PCAWhitening:
         X64 = self._training_rows(X)
@@ -286,7 +275,7 @@ def alpha_query_expansion(Q: Any, X: Any, k: int, alpha: float) -> torch.Tensor 
     avoids NaN for negative ``s_j`` and non-integer alpha (a negative neighbour gets weight 0,
     or 1 when ``alpha = 0``). ``alpha = 0`` is :func:`average_query_expansion`; ``alpha >= 0``.
     """
-    alpha = _nonnegative(alpha, "alpha")
+    alpha = nonnegative_number(alpha, "alpha")
     Qt, Xt, single, is_torch = _query_and_database(Q, X)
     k = _neighbours(k, Xt.shape[0])
     return _back(_expand(Qt, Xt, Qt @ Xt.T, k, alpha), is_torch, single)
@@ -299,7 +288,7 @@ def database_augmentation(X: Any, k: int, alpha: float = 0.0) -> torch.Tensor | 
     similarity is excluded (set to -inf), so its k *other* nearest vectors are added (PyRetri
     ``DBA`` for ``alpha = 0``; naver ``--adba``). ``X`` ``(n, D)``, ``1 <= k <= n - 1``.
     """
-    alpha = _nonnegative(alpha, "alpha")
+    alpha = nonnegative_number(alpha, "alpha")
     (Xt,), is_torch = _rows([X], ["X"])
     k = _neighbours(k, Xt.shape[0] - 1, what="the database size minus one (itself excluded)")
     S = Xt @ Xt.T

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validate import descriptors, positive_int
+from ._validate import paired_descriptors, positive_int
 
 __all__ = ["rank"]
 
@@ -38,14 +38,7 @@ def rank(Q: Any, X: Any, k: int | None = None) -> np.ndarray | torch.Tensor:
     for torch input.
     """
     single = isinstance(Q, (np.ndarray, torch.Tensor)) and Q.ndim == 1
-    Q2, X2 = descriptors(Q, "Q"), descriptors(X, "X")
-    if isinstance(Q2, torch.Tensor) != isinstance(X2, torch.Tensor):
-        raise ValueError(f"Q and X must be the same kind (both numpy or both torch), got "
-                         f"{type(Q2).__name__} and {type(X2).__name__}")
-    if Q2.shape[0] == 0 or X2.shape[0] == 0:
-        raise ValueError(f"Q and X must not be empty, got Q {tuple(Q2.shape)} and X {tuple(X2.shape)}")
-    if Q2.shape[1] != X2.shape[1]:
-        raise ValueError(f"Q and X must have the same dimension D, got Q {tuple(Q2.shape)} and X {tuple(X2.shape)}")
+    Q2, X2 = paired_descriptors(Q, X, ("Q", "X"))
     n = X2.shape[0]
     k = n if k is None else positive_int(k, "k")
     if k > n:
