@@ -86,6 +86,7 @@ class Dataset:
     qimlist: list[str]
     gnd: list[dict[str, Any]]
     image_dir: Path
+    info: dict[str, Any] = field(default_factory=dict)  # any further keys of the pickle (mini: objects, split...)
     images: list[Path] = field(init=False)
     queries: list[Path] = field(init=False)
 
@@ -374,7 +375,8 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = Fals
             _write_gnd(name, ds)
         image_dir = _image_dir(name, base)
     d = _read_gnd(ds / f"gnd_{name}.pkl")
-    data = Dataset(name, ds, list(d["imlist"]), list(d["qimlist"]), list(d["gnd"]), image_dir)
+    extra = {k: v for k, v in d.items() if k not in ("imlist", "qimlist", "gnd")}
+    data = Dataset(name, ds, list(d["imlist"]), list(d["qimlist"]), list(d["gnd"]), image_dir, extra)
     absent = [p.name for p in [*data.images, *data.queries] if not p.is_file()]
     if absent and name == "mini":
         raise DatasetNotFoundError(f"{len(absent)} images of the mini set are missing from {image_dir}: "

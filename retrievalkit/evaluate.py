@@ -25,6 +25,7 @@ __all__ = [
     "original_protocol",
     "holidays_gnd",
     "ukbench_score",
+    "precision_recall",
     "evaluate",
 ]
 
@@ -232,6 +233,21 @@ def ukbench_score(ranks: Any) -> float:
     if R.shape[0] % 4:
         raise ValueError(f"ranks must have one row per database image, a multiple of 4, got {R.shape[0]} rows")
     return float((R[:, :4] // 4 == np.arange(R.shape[0])[:, None] // 4).sum(axis=1).mean())
+
+
+def precision_recall(ranking: Any, ok: Sequence[int], junk: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall after each retrieved non-junk image of one ranked list.
+
+    ``ranking`` is one row of database indices, best first; junk images are skipped (as the
+    protocol does). Returns ``(precision, recall)`` arrays, one entry per kept position.
+    """
+    row = _indices(ranking, "ranking")
+    ok_set = np.unique(_indices(list(ok), "ok"))
+    if ok_set.size == 0:
+        raise ValueError("ok must list at least one positive")
+    kept = row[~np.isin(row, _indices(list(junk), "junk"))]
+    hits = np.cumsum(np.isin(kept, ok_set))
+    return hits / np.arange(1, kept.size + 1), hits / ok_set.size
 
 
 def _table(ranks: Any, gnd: Sequence[Mapping[str, Any]]) -> dict[str, float]:

@@ -6,7 +6,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-__all__ = ["annotated_map", "maps_row", "heat_over"]
+__all__ = ["annotated_map", "maps_row", "heat_over", "result_grid", "OK_COLOUR", "BAD_COLOUR", "JUNK_COLOUR"]
+
+OK_COLOUR, BAD_COLOUR, JUNK_COLOUR = "tab:green", "tab:red", "tab:gray"
 
 
 def _array(x: Any) -> np.ndarray:
@@ -51,3 +53,36 @@ def heat_over(ax: Any, image: Any, heat: Any, alpha: float = 0.5, cmap: str = "j
     ax.imshow(h, cmap=cmap, alpha=alpha, extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5), interpolation="bilinear")
     ax.set_axis_off()
     ax.set_title(title)
+
+
+def _thumb(ax: Any, image: Any, colour: str | None, title: str) -> None:
+    ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(colour is not None)
+        if colour is not None:
+            spine.set_color(colour)
+            spine.set_linewidth(5)
+    ax.set_title(title, fontsize=9)
+
+
+def result_grid(dataset: Any, ranks: Any, queries: Sequence[int], gnd: Sequence[dict] | None = None, k: int = 6) -> Any:
+    """One row per query: the query crop, then its top ``k`` results framed green (relevant),
+    red (irrelevant) or grey (junk, ignored by the protocol). ``gnd`` is the ``{"ok", "junk"}``
+    form (default ``dataset.gnd``). Returns the figure."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    R = _array(ranks)
+    gnd = dataset.gnd if gnd is None else gnd
+    fig, axes = plt.subplots(len(queries), k + 1, figsize=(1.8 * (k + 1), 1.9 * len(queries)), squeeze=False)
+    for row, q in zip(axes, queries):
+        _thumb(row[0], dataset.query_image(q), "black", f"query {q}")
+        ok, junk = set(gnd[q].get("ok", [])), set(gnd[q].get("junk", []))
+        for rank, (ax, i) in enumerate(zip(row[1:], R[q][:k])):
+            colour = OK_COLOUR if i in ok else JUNK_COLOUR if i in junk else BAD_COLOUR
+            with Image.open(dataset.images[i]) as im:
+                _thumb(ax, im.convert("RGB"), colour, f"#{rank + 1}")
+    fig.tight_layout()
+    return fig

@@ -297,3 +297,17 @@ def test_evaluate_original_and_ukbench():
 def test_evaluate_rejects_unknown_datasets(dataset):
     with pytest.raises(ValueError, match="dataset"):
         evaluate(np.array([[0, 1]]), dataset)
+
+
+def test_precision_recall_skips_junk_and_its_trapezoid_area_is_the_ap():
+    from retrievalkit.evaluate import average_precision, precision_recall
+
+    # ranking 5 9 2 7 1 with ok {5, 7, 3}, junk {9}: kept 5 2 7 1 -> hits 1 1 2 2
+    p, r = precision_recall([5, 9, 2, 7, 1], ok=[5, 7, 3], junk=[9])
+    np.testing.assert_allclose(p, [1, 1 / 2, 2 / 3, 2 / 4])
+    np.testing.assert_allclose(r, [1 / 3, 1 / 3, 2 / 3, 2 / 3])
+    # the trapezoid area under (recall, precision), starting from precision 1 at recall 0, is the AP
+    area = np.trapezoid(np.r_[1.0, p], np.r_[0.0, r])
+    assert area == pytest.approx(average_precision([0, 2], 3))
+    with pytest.raises(ValueError, match="ok"):
+        precision_recall([1, 2], ok=[])

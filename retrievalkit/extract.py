@@ -1,0 +1,489 @@
+"""Batched extraction of feature maps and descriptors from image files, with an on-disk cache.
+
+The pipeline of cirtorch's ``extract_vectors`` (``networks/imageretrievalnet.py``), batched:
+
+1. **Read and size.** Each image (a path, or a PIL image) is decoded with ``torchvision.io`` in
+   ``DataLoader`` workers, cropped to its box if one is given, and resized (bilinear,
+   antialiased) so that its longest side is ``size`` (``None``: kept as is). A query crop is
+   resized to ``size * max(crop) / max(full image)``, cirtorch's ``ImagesFromList`` rule: the
+   crop keeps the scale it has in the full image resized to ``size``. Boxes are
+   ``[x1, y1, x2, y2]`` in pixels of the original image; like PIL's ``crop`` (cirtorch), the
+   coordinates are rounded to the nearest integer, then clipped to the image.
+2. **Batch.** Images of the same resized size go through the network together (no padding,
+   so a descriptor does not depend on its batch: BatchNorm is in eval mode), at most
+   ``batch_size`` at a time, in ``torch.inference_mode``, channels-last, with bf16 autocast
+   on CUDA only (maps and descriptors are returned as float32 on the CPU).
+3. **Pool, multi-scale** (:func:`descriptors`), exactly cirtorch's ``extract_ms``: for each
+   scale ``s`` the normalised input is resized by ``s`` (``F.interpolate``, bilinear,
+   ``align_corners=False``, no antialiasing) and described by ``f_s = l2n(pool(features))``
+   (cirtorch's network ends with ``L2N``: ``x / (||x|| + 1e-6)``); then
+   ``v = (mean_s f_s^power)^(1/power)`` and ``v / ||v||``. ``power`` is the GeM ``p`` for GeM
+   networks in cirtorch, 1 otherwise; scales ``(1, 1/sqrt(2), 1/2)`` are its usual choice.
+
+Differences from cirtorch: ``size`` is reached exactly, enlarging when needed (cirtorch's
+``imresize`` uses PIL ``thumbnail``, which only shrinks), and the resize uses torchvision's
+antialiased bilinear kernel instead of PIL's removed ``ANTIALIAS`` filter.
+
+With ``cache=<folder>``, :func:`descriptors` stores its result as ``.npy`` under a hash of
+everything that determines it (images, boxes, ``key``, the model's name and weights, the pooling
+function and its parameters, ``size``, ``scales``, ``power``) and loads it on the next call.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+import re
+import tempfile
+import types
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as _TorchDataset
+from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+from tqdm.auto import tqdm
+
+from ._validate import positive_int, positive_number
+from .models import _resized_hw
+
+__all__ = ["feature_maps", "descriptors", "dataset_descriptors", "dataset_maps", "pool_maps"]
+
+Pool = Callable[[torch.Tensor], torch.Tensor]
+Plan = list[tuple[tuple[int, int, int, int] | None, tuple[int, int]]]  # per image: integer crop or None, (h, w)
+_L2N_EPS = 1e-6  # cirtorch's L2N: x / (||x|| + eps)
+_CACHE_VERSION = "retrievalkit.extract.descriptors/1"
+
+
+def _default_workers() -> int:
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def _check_images(images: Any) -> list[str | Image.Image]:
+    if isinstance(images, (str, os.PathLike, Image.Image)) or not isinstance(images, Sequence) or len(images) == 0:
+        raise ValueError(f"images must be a non-empty list of image paths or PIL images, got {type(images).__name__}")
+    out: list[str | Image.Image] = []
+    for i, im in enumerate(images):
+        if isinstance(im, Image.Image):
+            out.append(im)
+        elif isinstance(im, (str, os.PathLike)):
+            if not Path(im).is_file():
+                raise FileNotFoundError(f"images[{i}]: no such file {str(im)!r}")
+            out.append(str(im))
+        else:
+            raise ValueError(f"images[{i}] must be a path or a PIL image, got {type(im).__name__}")
+    return out
+
+
+def _full_size(image: str | Image.Image) -> tuple[int, int]:
+    """``(height, width)`` of the stored image, read from the file header only."""
+    if isinstance(image, Image.Image):
+        return image.height, image.width
+    with Image.open(image) as im:
+        return im.height, im.width
+
+
+def _check_boxes(boxes: Any, n: int) -> list[list[float] | None]:
+    if boxes is None:
+        return [None] * n
+    if isinstance(boxes, (str, bytes)) or not isinstance(boxes, Sequence) and not isinstance(boxes, np.ndarray):
+        raise ValueError(f"boxes must be None or one [x1, y1, x2, y2] box (or None) per image, got {type(boxes).__name__}")
+    if len(boxes) != n:
+        raise ValueError(f"boxes must hold one box (or None) per image: {n} images, got {len(boxes)} boxes")
+    out: list[list[float] | None] = []
+    for i, b in enumerate(boxes):
+        if b is None:
+            out.append(None)
+            continue
+        try:
+            v = [float(c) for c in b]
+        except (TypeError, ValueError):
+            raise ValueError(f"boxes[{i}] must be [x1, y1, x2, y2], got {b!r}") from None
+        if len(v) != 4 or not all(np.isfinite(v)):
+            raise ValueError(f"boxes[{i}] must be four finite numbers [x1, y1, x2, y2], got {b!r}")
+        out.append(v)
+    return out
+
+
+def _plan(images: list[str | Image.Image], boxes: list[list[float] | None], size: float | None) -> Plan:
+    """Per image: the integer crop ``(x1, y1, x2, y2)`` (or None) and the ``(h, w)`` fed to the network."""
+    plan = []
+    for i, (image, box) in enumerate(zip(images, boxes)):
+        H, W = _full_size(image)
+        crop = None
+        h, w = H, W
+        if box is not None:
+            x1, y1, x2, y2 = (round(c) for c in box)  # as PIL's Image.crop
+            x1, x2 = max(0, x1), min(W, x2)
+            y1, y2 = max(0, y1), min(H, y2)
+            if x2 <= x1 or y2 <= y1:
+                raise ValueError(f"boxes[{i}] = {box} leaves nothing of the {W}x{H} image (x1 < x2, y1 < y2 inside it expected)")
+            crop = (x1, y1, x2, y2)
+            h, w = y2 - y1, x2 - x1
+        if size is not None:
+            h, w = _resized_hw(h, w, size * max(h, w) / max(H, W))
+        plan.append((crop, (h, w)))
+    return plan
+
+
+class _Decoded(_TorchDataset):
+    """uint8 ``(3, h, w)`` images: decoded (torchvision.io), cropped, resized to the planned size."""
+
+    def __init__(self, images: list[str | Image.Image], plan: Plan) -> None:
+        self.images = images
+        self.plan = plan
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        image = self.images[i]
+        if isinstance(image, Image.Image):
+            x = TF.pil_to_tensor(image.convert("RGB"))
+        else:
+            with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of TorchCodec
+                warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
+                x = decode_image(read_file(image), mode=ImageReadMode.RGB)
+        crop, hw = self.plan[i]
+        if crop is not None:
+            x1, y1, x2, y2 = crop
+            x = x[:, y1:y2, x1:x2]
+        if tuple(x.shape[-2:]) != hw:
+            x = TF.resize(x, list(hw), interpolation=InterpolationMode.BILINEAR, antialias=True)
+        return x
+
+
+def _device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _batches(
+    images: list[str | Image.Image], size: Any, boxes: Any, batch_size: Any, num_workers: Any, device: torch.device,
+    progress: bool, desc: str,
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Yield ``(indices, uint8 batch on device)``, one batch per group of equal-sized images."""
+    size = None if size is None else positive_number(size, "size")
+    batch_size = positive_int(batch_size, "batch_size")
+    num_workers = _default_workers() if num_workers is None else num_workers
+    if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or num_workers < 0:
+        raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+    plan = _plan(images, _check_boxes(boxes, len(images)), size)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (_, hw) in enumerate(plan):
+        groups.setdefault(hw, []).append(i)
+    batches = [idx[j : j + batch_size] for idx in groups.values() for j in range(0, len(idx), batch_size)]
+    loader = DataLoader(
+        _Decoded(images, plan),
+        batch_sampler=batches,
+        num_workers=int(num_workers),
+        collate_fn=torch.stack,
+        pin_memory=device.type == "cuda",
+    )
+    with tqdm(total=len(images), desc=desc, unit="img", disable=not progress) as bar:
+        for idx, batch in zip(batches, loader):
+            yield idx, batch.to(device, non_blocking=True)
+            bar.update(len(idx))
+
+
+def _maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model.features`` on a normalised batch: channels-last, bf16 autocast on CUDA only."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+        return model.features(x).float()
+
+
+def feature_maps(
+    model: nn.Module,
+    images: Sequence[str | os.PathLike | Image.Image],
+    size: float | None = None,
+    boxes: Sequence[Sequence[float] | None] | None = None,
+    batch_size: int = 8,
+    num_workers: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> list[torch.Tensor]:
+    """The last convolutional maps of each image, ``[(K, h, w), ...]`` float32 on the CPU, in input order.
+
+    ``model`` is a :class:`retrievalkit.models.Backbone` (anything with ``features`` and
+    ``transform``). ``size`` is the longest side fed to the network (None: the image as stored);
+    ``boxes`` one ``[x1, y1, x2, y2]`` (or None) per image: the crop, resized with the query rule
+    of the module docstring. ``num_workers`` decoding processes (default ``min(4, cpus - 1)``; 0
+    decodes in this process); ``device`` defaults to the model's.
+    """
+    images = _check_images(images)
+    dev = _device(model, device)
+    out: list[torch.Tensor] = [torch.empty(0)] * len(images)
+    with torch.inference_mode():
+        for idx, batch in _batches(images, size, boxes, batch_size, num_workers, dev, progress, "feature maps"):
+            maps = _maps(model, model.transform(batch)).cpu().contiguous()
+            for j, i in enumerate(idx):
+                out[i] = maps[j]
+    return out
+
+
+def _l2n(v: torch.Tensor) -> torch.Tensor:
+    return v / (v.norm(dim=1, keepdim=True) + _L2N_EPS)
+
+
+def _check_scales(scales: Any) -> tuple[float, ...]:
+    if isinstance(scales, (str, bytes)) or not isinstance(scales, Sequence) or len(scales) == 0:
+        raise ValueError(f"scales must be a non-empty sequence of positive numbers, got {scales!r}")
+    return tuple(positive_number(s, "scales") for s in scales)
+
+
+def _multiscale(model: nn.Module, x: torch.Tensor, pool: Pool, scales: tuple[float, ...], power: float) -> torch.Tensor:
+    """cirtorch's ``extract_ms`` on a normalised batch ``x`` -> ``(B, D)`` float32, unit rows."""
+    total = None
+    for s in scales:
+        if math.floor(min(x.shape[-2:]) * s) < 1:
+            raise ValueError(f"scales: scale {s} shrinks a {tuple(x.shape[-2:])} input to nothing")
+        xs = x if s == 1 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+        v = pool(_maps(model, xs))
+        if not isinstance(v, torch.Tensor) or v.dim() != 2 or v.shape[0] != x.shape[0]:
+            raise ValueError(f"pool must map (N, K, H, W) maps to (N, D) descriptors, got {getattr(v, 'shape', type(v))}")
+        v = _l2n(v.float())
+        if power != 1 and bool((v < 0).any()):
+            raise ValueError(f"power = {power} needs non-negative descriptors (e.g. GeM), but pool gave negative values")
+        v = v if power == 1 else v.pow(power)
+        total = v if total is None else total + v
+    v = total / len(scales)
+    return F.normalize(v if power == 1 else v.pow(1.0 / power), dim=1)
+
+
+def _tensor_digest(t: torch.Tensor) -> str:
+    data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    return f"{t.dtype}{tuple(t.shape)}:{hashlib.sha1(data).hexdigest()}"
+
+
+def _code(code: types.CodeType) -> str:
+    consts = ",".join(_code(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts)
+    return f"{code.co_code.hex()}|{code.co_names}|{consts}"
+
+
+def _describe(obj: Any) -> str:
+    """A description of a model, pooling function or setting that is stable across sessions."""
+    if isinstance(obj, functools.partial):
+        kw = ", ".join(f"{k}={_describe(v)}" for k, v in sorted(obj.keywords.items()))
+        return f"partial({_describe(obj.func)}; {', '.join(map(_describe, obj.args))}; {kw})"
+    if isinstance(obj, nn.Module):
+        state = hashlib.sha1("".join(f"{k}={_tensor_digest(t)};" for k, t in obj.state_dict().items()).encode())
+        kind = f"{type(obj).__module__}.{type(obj).__qualname__}[{getattr(obj, 'name', '')}]"
+        return f"{kind}({obj.extra_repr()}; state {state.hexdigest()})"
+    if isinstance(obj, torch.Tensor):
+        return _tensor_digest(obj)
+    if isinstance(obj, types.MethodType):
+        return f"{_describe(obj.__self__)}.{obj.__func__.__name__}"
+    if isinstance(obj, types.FunctionType):
+        desc = f"{obj.__module__}.{obj.__qualname__}"
+        if "<" in obj.__qualname__:  # a lambda or local function: its code and what it closes over
+            cells = [c.cell_contents for c in obj.__closure__ or ()]
+            desc += f"({_code(obj.__code__)}; defaults {_describe(obj.__defaults__)}; closure {[_describe(c) for c in cells]})"
+        return desc
+    if isinstance(obj, (types.BuiltinFunctionType, type)):
+        return f"{obj.__module__}.{obj.__qualname__}"
+    if isinstance(obj, (tuple, list)):
+        return "(" + ", ".join(map(_describe, obj)) + ")"
+    if isinstance(obj, Image.Image):
+        return f"PIL:{obj.mode}{obj.size}:{hashlib.sha1(obj.tobytes()).hexdigest()}"
+    return repr(obj)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "x"
+
+
+def _cache_file(
+    cache: Any, key: str | None, model: nn.Module, pool: Pool, images: list, boxes: list, size: Any, scales: tuple, power: float
+) -> Path:
+    folder = Path(cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    pool_desc = _describe(pool)
+    if " at 0x" in pool_desc:
+        raise ValueError(
+            f"pool {pool_desc} has no stable description for the cache: pass a function, a functools.partial or an nn.Module"
+        )
+    parts = [_CACHE_VERSION, repr(key), _describe(model), pool_desc, repr(size), repr(scales), repr(power), repr(boxes),
+             "\n".join(_describe(im) if isinstance(im, Image.Image) else im for im in images)]
+    digest = hashlib.sha1("\x00".join(parts).encode()).hexdigest()[:20]
+    pool_name = getattr(pool, "__name__", None) or getattr(getattr(pool, "func", None), "__name__", None)
+    pool_name = pool_name or type(pool).__name__
+    name = "-".join(_slug(p) for p in (key or "images", getattr(model, "name", type(model).__name__), pool_name))
+    return folder / f"{name}-{digest}.npy"
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def descriptors(
+    model: nn.Module,
+    images: Sequence[str | os.PathLike | Image.Image],
+    pool: Pool,
+    size: float | None = None,
+    scales: Sequence[float] = (1,),
+    power: float = 1.0,
+    boxes: Sequence[Sequence[float] | None] | None = None,
+    batch_size: int = 8,
+    num_workers: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    cache: str | os.PathLike | None = None,
+    key: str | None = None,
+) -> torch.Tensor:
+    """One L2-normalised descriptor per image -> ``(N, D)`` float32 on the CPU, rows in input order.
+
+    ``pool`` maps feature maps ``(N, K, H, W)`` to ``(N, D)`` (``pooling.gem``,
+    ``functools.partial(regions.rmac, L=3)``, ``crow.crow``, a ``pooling.GeM()``...). Multi-scale
+    with ``scales`` and ``power`` exactly as cirtorch's ``extract_ms`` (module docstring):
+    ``v = l2n((mean_s l2n(pool(features(resize_s(x))))^power)^(1/power))``; ``scales=(1,)``
+    is single-scale. ``size``, ``boxes``, ``batch_size``, ``num_workers``, ``device``: as in
+    :func:`feature_maps`. ``cache``: a folder where the result is stored and looked up first
+    (``key``, e.g. ``"roxford5k/database"``, names the file and enters its hash).
+    """
+    scales = _check_scales(scales)
+    power = positive_number(power, "power")
+    if not callable(pool):
+        raise ValueError(f"pool must be a callable mapping (N, K, H, W) maps to (N, D), got {type(pool).__name__}")
+    images = _check_images(images)
+    path = None
+    if cache is not None:
+        path = _cache_file(cache, key, model, pool, images, _check_boxes(boxes, len(images)),
+                           None if size is None else positive_number(size, "size"), scales, power)
+        if path.is_file():
+            stored = np.load(path)
+            if stored.shape[0] == len(images):
+                return torch.from_numpy(stored)
+    dev = _device(model, device)
+    rows: dict[int, torch.Tensor] = {}
+    with torch.inference_mode():
+        for idx, batch in _batches(images, size, boxes, batch_size, num_workers, dev, progress, "descriptors"):
+            v = _multiscale(model, model.transform(batch), pool, scales, power).cpu()
+            rows.update(zip(idx, v))
+    X = torch.stack([rows[i] for i in range(len(rows))])
+    if path is not None:
+        _save_atomic(path, X.numpy())
+    return X
+
+
+def dataset_descriptors(model: nn.Module, dataset: Any, pool: Pool, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Q, X)``: query and database descriptors of a dataset (duck-typed), by :func:`descriptors`.
+
+    ``dataset.images`` are the database paths. ``dataset.queries`` are either database indices
+    (Holidays, UKBench: ``Q = X[queries]``) or paths of the full query images, cropped with
+    ``dataset.gnd[i]["bbx"]`` when present (the revisited / Oxford protocol, at the query scale
+    rule); otherwise the crops ``dataset.query_image(i)`` are used as they are. ``kwargs`` go to
+    :func:`descriptors`; with ``cache``, the keys are ``"<dataset.name>/database"`` and
+    ``"<dataset.name>/queries"``.
+    """
+    name = str(getattr(dataset, "name", "dataset"))
+    X = descriptors(model, list(dataset.images), pool, key=f"{name}/database", **kwargs)
+    queries = list(dataset.queries)
+    if queries and all(isinstance(q, (int, np.integer)) and not isinstance(q, bool) for q in queries):
+        return X[torch.as_tensor(queries)], X
+    if queries and all(isinstance(q, (str, os.PathLike)) and Path(q).is_file() for q in queries):
+        gnd = getattr(dataset, "gnd", None) or [{}] * len(queries)
+        boxes = [g.get("bbx") for g in gnd]
+        query_images: list = queries
+    else:
+        boxes = None
+        query_images = [dataset.query_image(i) for i in range(len(queries))]
+    Q = descriptors(model, query_images, pool, boxes=boxes, key=f"{name}/queries", **kwargs)
+    return Q, X
+
+
+def pool_maps(maps: Sequence[torch.Tensor], pool: Pool, batch_size: int = 64) -> torch.Tensor:
+    """Pool a list of ``(K, h, w)`` maps of any sizes -> ``(N, D)``, each row L2-normalised.
+
+    Maps of one size are pooled together, ``batch_size`` at a time, so that trying several
+    poolings on maps extracted once (:func:`dataset_maps`) costs no network pass.
+    """
+    if isinstance(maps, torch.Tensor) or len(maps) == 0:
+        raise ValueError("maps must be a non-empty list of (K, h, w) tensors")
+    if not callable(pool):
+        raise ValueError(f"pool must be a callable mapping (N, K, H, W) maps to (N, D), got {type(pool).__name__}")
+    batch_size = positive_int(batch_size, "batch_size")
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, m in enumerate(maps):
+        if not isinstance(m, torch.Tensor) or m.dim() != 3:
+            raise ValueError(f"maps[{i}] must be a (K, h, w) tensor, got {getattr(m, 'shape', type(m))}")
+        groups.setdefault(tuple(m.shape), []).append(i)
+    order, rows = [], []
+    with torch.inference_mode():
+        for members in groups.values():
+            for start in range(0, len(members), batch_size):
+                chunk = members[start : start + batch_size]
+                v = pool(torch.stack([maps[i] for i in chunk]).float())
+                if not isinstance(v, torch.Tensor) or v.dim() != 2 or v.shape[0] != len(chunk):
+                    raise ValueError(f"pool must map (N, K, H, W) maps to (N, D) descriptors, got {getattr(v, 'shape', type(v))}")
+                order += chunk
+                rows.append(_l2n(v.float()))
+    out = torch.cat(rows)
+    position = torch.empty(len(order), dtype=torch.long)
+    position[torch.tensor(order)] = torch.arange(len(order))
+    return out[position]
+
+
+def dataset_maps(
+    model: nn.Module, dataset: Any, size: float | None = None, cache: str | os.PathLike | None = "default", **kwargs: Any
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """``(query_maps, database_maps)``: the feature maps of a dataset's queries (cropped to their
+    boxes with the query scale rule) and database images, as lists of ``(K, h, w)`` tensors.
+
+    Cached in ``cache`` (default ``<data root>/maps``, i.e. ``data/cache/maps``; None: no cache) as float16 ``.pt``
+    files named by a hash of the dataset's images, boxes, the model's weights and ``size``, so
+    the notebooks extract the mini benchmark once. ``kwargs`` go to :func:`feature_maps`.
+    """
+    name = str(getattr(dataset, "name", "dataset"))
+    queries = [Path(q) for q in dataset.queries]
+    boxes = [g.get("bbx") for g in getattr(dataset, "gnd", None) or [{}] * len(queries)]
+    images = [Path(p) for p in dataset.images]
+    size = None if size is None else positive_number(size, "size")
+    path = None
+    if cache is not None:
+        if cache == "default":
+            from .datasets import resolve_root
+
+            cache = resolve_root() / "maps"
+        folder = Path(cache)
+        folder.mkdir(parents=True, exist_ok=True)
+        parts = [_CACHE_VERSION, name, _describe(model), repr(size), repr(boxes), *map(str, queries + images)]
+        digest = hashlib.sha1("\x00".join(parts).encode()).hexdigest()[:20]
+        path = folder / f"{_slug(name)}-{_slug(getattr(model, 'name', 'model'))}-{digest}.pt"
+        if path.is_file():
+            stored = torch.load(path)
+            return [m.float() for m in stored["queries"]], [m.float() for m in stored["database"]]
+    qmaps = feature_maps(model, [str(q) for q in queries], size=size, boxes=boxes, **kwargs)
+    xmaps = feature_maps(model, [str(p) for p in images], size=size, **kwargs)
+    if path is None:
+        return qmaps, xmaps
+    stored = {"queries": [m.half() for m in qmaps], "database": [m.half() for m in xmaps]}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(stored, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    # the same (float16-rounded) values whether they come from the cache or not
+    return [m.float() for m in stored["queries"]], [m.float() for m in stored["database"]]
