@@ -198,11 +198,13 @@ def _batches(
             bar.update(len(idx))
 
 
-def _maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``model.features`` on a normalised batch: channels-last, bf16 autocast on CUDA only."""
+def _maps(model: nn.Module, x: torch.Tensor, layer: str = "last") -> torch.Tensor:
+    """``model.features`` (``layer="penultimate"``: ``model.multi_layer(x)[0]``) on a normalised
+    batch: channels-last, bf16 autocast on CUDA only."""
     x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
-        return model.features(x).float()
+        maps = model.features(x) if layer == "last" else model.multi_layer(x)[0]
+        return maps.float()
 
 
 def feature_maps(
@@ -214,8 +216,12 @@ def feature_maps(
     num_workers: int | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
+    layer: str = "last",
 ) -> list[torch.Tensor]:
     """The last convolutional maps of each image, ``[(K, h, w), ...]`` float32 on the CPU, in input order.
+
+    ``layer="penultimate"`` gives the maps one stride up instead (``model.multi_layer``), for the
+    multi-layer descriptors of seed 002.
 
     ``model`` is a :class:`retrievalkit.models.Backbone` (anything with ``features`` and
     ``transform``). ``size`` is the longest side fed to the network (None: the image as stored);
@@ -223,12 +229,14 @@ def feature_maps(
     of the module docstring. ``num_workers`` decoding processes (default ``min(4, cpus - 1)``; 0
     decodes in this process); ``device`` defaults to the model's.
     """
+    if layer not in ("last", "penultimate"):
+        raise ValueError(f"layer must be 'last' or 'penultimate', got {layer!r}")
     images = _check_images(images)
     dev = _device(model, device)
     out: list[torch.Tensor] = [torch.empty(0)] * len(images)
     with torch.inference_mode():
         for idx, batch in _batches(images, size, boxes, batch_size, num_workers, dev, progress, "feature maps"):
-            maps = _maps(model, model.transform(batch)).cpu().contiguous()
+            maps = _maps(model, model.transform(batch), layer).cpu().contiguous()
             for j, i in enumerate(idx):
                 out[i] = maps[j]
     return out
@@ -444,14 +452,19 @@ def pool_maps(maps: Sequence[torch.Tensor], pool: Pool, batch_size: int = 64) ->
 
 
 def dataset_maps(
-    model: nn.Module, dataset: Any, size: float | None = None, cache: str | os.PathLike | None = "default", **kwargs: Any
+    model: nn.Module,
+    dataset: Any,
+    size: float | None = None,
+    cache: str | os.PathLike | None = "default",
+    layer: str = "last",
+    **kwargs: Any,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """``(query_maps, database_maps)``: the feature maps of a dataset's queries (cropped to their
     boxes with the query scale rule) and database images, as lists of ``(K, h, w)`` tensors.
 
     Cached in ``cache`` (default ``<data root>/maps``, i.e. ``data/cache/maps``; None: no cache) as float16 ``.pt``
     files named by a hash of the dataset's images, boxes, the model's weights and ``size``, so
-    the notebooks extract the mini benchmark once. ``kwargs`` go to :func:`feature_maps`.
+    the notebooks extract the mini benchmark once. ``layer`` and ``kwargs`` go to :func:`feature_maps`.
     """
     name = str(getattr(dataset, "name", "dataset"))
     queries = [Path(q) for q in dataset.queries]
@@ -466,14 +479,14 @@ def dataset_maps(
             cache = resolve_root() / "maps"
         folder = Path(cache)
         folder.mkdir(parents=True, exist_ok=True)
-        parts = [_CACHE_VERSION, name, _describe(model), repr(size), repr(boxes), *map(str, queries + images)]
+        parts = [_CACHE_VERSION, name, _describe(model), repr(size), layer, repr(boxes), *map(str, queries + images)]
         digest = hashlib.sha1("\x00".join(parts).encode()).hexdigest()[:20]
         path = folder / f"{_slug(name)}-{_slug(getattr(model, 'name', 'model'))}-{digest}.pt"
         if path.is_file():
             stored = torch.load(path)
             return [m.float() for m in stored["queries"]], [m.float() for m in stored["database"]]
-    qmaps = feature_maps(model, [str(q) for q in queries], size=size, boxes=boxes, **kwargs)
-    xmaps = feature_maps(model, [str(p) for p in images], size=size, **kwargs)
+    qmaps = feature_maps(model, [str(q) for q in queries], size=size, boxes=boxes, layer=layer, **kwargs)
+    xmaps = feature_maps(model, [str(p) for p in images], size=size, layer=layer, **kwargs)
     if path is None:
         return qmaps, xmaps
     stored = {"queries": [m.half() for m in qmaps], "database": [m.half() for m in xmaps]}

@@ -4,6 +4,7 @@ The wrong answers below are written the way a student would write them, independ
 mistake models in retrievalkit.checks.
 """
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -182,9 +183,543 @@ def map_sklearn(ranks, gnd):
     return float(np.mean(aps))
 
 
+# ----------------------------------------------------------------- VLAD (notebook 3)
+def _vlad_sums(X, centers, residual=lambda r: r, reduce="sum"):
+    nearest = torch.cdist(X, centers).argmin(dim=1)
+    V = torch.zeros_like(centers)
+    for k in range(len(centers)):
+        mine = nearest == k
+        if mine.any():
+            r = residual(X[mine] - centers[k])
+            V[k] = r.sum(dim=0) if reduce == "sum" else r.mean(dim=0)
+    return V
+
+
+def _vlad_finish(V, power, intra):
+    if power is not None:
+        V = torch.sign(V) * V.abs() ** power
+    if intra:
+        V = V / V.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    v = V.flatten()
+    return v / v.norm()
+
+
+def vlad_correct(X, centers, power=None, intra=False):
+    return _vlad_finish(_vlad_sums(X, centers), power, intra)
+
+
+def vlad_every_centre(X, centers, power=None, intra=False):
+    V = torch.stack([(X - c).sum(dim=0) for c in centers])
+    return _vlad_finish(V, power, intra)
+
+
+def vlad_flipped(X, centers, power=None, intra=False):
+    return _vlad_finish(-_vlad_sums(X, centers), power, intra)
+
+
+def vlad_dimension_major(X, centers, power=None, intra=False):
+    v = _vlad_finish(_vlad_sums(X, centers), power, intra)
+    return v.reshape(len(centers), -1).T.flatten()
+
+
+def vlad_no_l2(X, centers, power=None, intra=False):
+    V = _vlad_sums(X, centers)
+    if power is not None:
+        V = torch.sign(V) * V.abs() ** power
+    if intra:
+        V = V / V.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    return V.flatten()
+
+
+def vlad_mean(X, centers, power=None, intra=False):
+    return _vlad_finish(_vlad_sums(X, centers, reduce="mean"), power, intra)
+
+
+def vlad_intra_first(X, centers, power=None, intra=False):
+    V = _vlad_sums(X, centers)
+    if intra:
+        V = V / V.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    return _vlad_finish(V, power, False)
+
+
+def vlad_unit_residuals(X, centers, power=None, intra=False):
+    if not intra:
+        return vlad_correct(X, centers, power)
+    return _vlad_finish(_vlad_sums(X, centers, residual=lambda r: r / r.norm(dim=1, keepdim=True)), power, False)
+
+
+def vlad_unsigned_power(X, centers, power=None, intra=False):
+    V = _vlad_sums(X, centers)
+    return _vlad_finish(V if power is None else V.abs() ** power, None, intra)
+
+
+def vlad_nan_for_empty(X, centers, power=None, intra=False):
+    V = _vlad_sums(X, centers)
+    if power is not None:
+        V = torch.sign(V) * V.abs() ** power
+    if intra:
+        V = V / V.norm(dim=1, keepdim=True)
+    return (V / V.norm()).flatten()
+
+
+# ----------------------------------------------------------------- R-MAC regions and R-MAC (notebook 4)
+def _long_side_extra(H, W, fewer=False):
+    w = min(H, W)
+    overlaps = [(w * w - w * (max(H, W) - w) / (s - 1)) / (w * w) for s in range(2, 8)]
+    return int(np.argmin([abs(o - 0.4) for o in overlaps])) + (0 if fewer else 1)
+
+
+def _grid(H, W, L, d, side, corners):
+    out = []
+    for l in range(1, L + 1):
+        wl = side(min(H, W), l)
+        ny, nx = l + (d if H > W else 0), l + (d if W > H else 0)
+        out += [(int(y), int(x), wl, wl) for y in corners(H, wl, ny) for x in corners(W, wl, nx)]
+    return out
+
+
+def _floor_linspace(size, wl, n):
+    return np.floor(np.linspace(0, size - wl, n))
+
+
+def regions_correct(H, W, L=3):
+    d = 0 if H == W else _long_side_extra(H, W)
+    return _grid(H, W, L, d, lambda w, l: 2 * w // (l + 1), _floor_linspace)
+
+
+def regions_integer_step(H, W, L=3):
+    d = 0 if H == W else _long_side_extra(H, W)
+    return _grid(H, W, L, d, lambda w, l: 2 * w // (l + 1),
+                 lambda size, wl, n: [0] if n == 1 else [i * ((size - wl) // (n - 1)) for i in range(n)])
+
+
+def regions_one_based(H, W, L=3):
+    return [(y + 1, x + 1, h, w) for y, x, h, w in regions_correct(H, W, L)]
+
+
+def regions_square_only(H, W, L=3):
+    return _grid(H, W, L, 0, lambda w, l: 2 * w // (l + 1), _floor_linspace)
+
+
+def regions_one_too_few(H, W, L=3):
+    d = 0 if H == W else _long_side_extra(H, W, fewer=True)
+    return _grid(H, W, L, d, lambda w, l: 2 * w // (l + 1), _floor_linspace)
+
+
+def regions_ceil(H, W, L=3):
+    d = 0 if H == W else _long_side_extra(H, W)
+    return _grid(H, W, L, d, lambda w, l: math.ceil(2 * w / (l + 1)), _floor_linspace)
+
+
+def regions_xywh(H, W, L=3):
+    return [(x, y, w, h) for y, x, h, w in regions_correct(H, W, L)]
+
+
+def _l2n(v):
+    return v / v.norm(dim=-1, keepdim=True)
+
+
+def _rmac(x, L, region=lambda r: r.amax(dim=(-2, -1)), per_region=_l2n, final=_l2n, extra=0, trim=0):
+    v = extra
+    for y, x0, h, w in regions_correct(x.shape[-2], x.shape[-1], L):
+        v = v + per_region(region(x[:, :, y : y + h - trim, x0 : x0 + w - trim]))
+    return final(v)
+
+
+def rmac_correct(x, L=3):
+    return _rmac(x, L)
+
+
+def rmac_no_region_l2(x, L=3):
+    return _rmac(x, L, per_region=lambda m: m)
+
+
+def rmac_no_final_l2(x, L=3):
+    return _rmac(x, L, final=lambda v: v)
+
+
+def rmac_global_term(x, L=3):
+    return _rmac(x, L, extra=_l2n(x.amax(dim=(-2, -1))))
+
+
+def rmac_average(x, L=3):
+    return _rmac(x, L, region=lambda r: r.mean(dim=(-2, -1)))
+
+
+def rmac_pyretri(x, L=3):
+    return _rmac(x, L, trim=1)
+
+
+# ----------------------------------------------------------------- CroW weights (notebook 5)
+def spatial_correct(x, a=2, b=2):
+    S = x.sum(dim=1)
+    z = (S**a).sum(dim=(1, 2), keepdim=True) ** (1 / a)
+    z[z == 0] = 1
+    return (S / z) ** (1 / b)
+
+
+def spatial_no_root(x, a=2, b=2):
+    return spatial_correct(x, a, 1)
+
+
+def spatial_l1(x, a=2, b=2):
+    S = x.sum(dim=1)
+    z = S.sum(dim=(1, 2), keepdim=True)
+    return (S / torch.where(z > 0, z, 1.0)) ** (1 / b)
+
+
+def spatial_max(x, a=2, b=2):
+    S = x.sum(dim=1)
+    z = S.amax(dim=(1, 2), keepdim=True)
+    return (S / torch.where(z > 0, z, 1.0)) ** (1 / b)
+
+
+def spatial_no_a_root(x, a=2, b=2):
+    S = x.sum(dim=1)
+    z = (S**a).sum(dim=(1, 2), keepdim=True)
+    return (S / torch.where(z > 0, z, 1.0)) ** (1 / b)
+
+
+def spatial_batch_norm(x, a=2, b=2):
+    S = x.sum(dim=1)
+    return (S / (S**a).sum() ** (1 / a)) ** (1 / b)
+
+
+def spatial_nan(x, a=2, b=2):
+    S = x.sum(dim=1)
+    return (S / (S**a).sum(dim=(1, 2), keepdim=True) ** (1 / a)) ** (1 / b)
+
+
+def _Q(x):
+    return (x > 0).float().mean(dim=(2, 3))
+
+
+def channel_correct(x):
+    Q = _Q(x)
+    w = torch.log(Q.sum(dim=1, keepdim=True) / Q)
+    w[Q == 0] = 0
+    return w
+
+
+def channel_flipped(x):
+    return -channel_correct(x)
+
+
+def channel_pyretri_eps(x):
+    Q = _Q(x) + 1e-6
+    return torch.log(Q.sum(dim=1, keepdim=True) / Q)
+
+
+def channel_infinite(x):
+    Q = _Q(x)
+    return torch.log(Q.sum(dim=1, keepdim=True) / Q)
+
+
+def channel_zeros(x):
+    Q = (x == 0).float().mean(dim=(2, 3))
+    w = torch.log(Q.sum(dim=1, keepdim=True) / Q)
+    w[Q == 0] = 0
+    return w
+
+
+def channel_batch(x):
+    Q = (x > 0).float().mean(dim=(0, 2, 3))
+    w = torch.log(Q.sum() / Q)
+    w[Q == 0] = 0
+    return w.expand(x.shape[0], -1)
+
+
+def channel_log10(x):
+    Q = _Q(x)
+    w = torch.log10(Q.sum(dim=1, keepdim=True) / Q)
+    w[Q == 0] = 0
+    return w
+
+
+def channel_mean_activation(x):
+    Q = x.mean(dim=(2, 3))
+    w = torch.log(Q.sum(dim=1, keepdim=True) / Q)
+    w[Q == 0] = 0
+    return w
+
+
+# ----------------------------------------------------------------- CAM and the class-weighted vector (notebook 6)
+def _raw_cam(features, w):
+    return (w[None, :, None, None] * features).sum(dim=1)
+
+
+def _per_image_max(cam):
+    return cam.flatten(1).max(dim=1).values[:, None, None]
+
+
+def cam_correct(features, fc_weight, c):
+    cam = _raw_cam(features, fc_weight[c])
+    return (cam / _per_image_max(cam)).clamp(min=0)
+
+
+def cam_relu_first(features, fc_weight, c):
+    cam = torch.relu(_raw_cam(features, fc_weight[c]))
+    return cam / _per_image_max(cam)
+
+
+def cam_relu_first_guarded(features, fc_weight, c):
+    cam = torch.relu(_raw_cam(features, fc_weight[c]))
+    peak = _per_image_max(cam)
+    return cam / torch.where(peak > 0, peak, 1.0)
+
+
+def cam_unnormalised(features, fc_weight, c):
+    return torch.relu(_raw_cam(features, fc_weight[c]))
+
+
+def cam_no_relu(features, fc_weight, c):
+    cam = _raw_cam(features, fc_weight[c])
+    return cam / _per_image_max(cam)
+
+
+def cam_column(features, fc_weight, c):
+    cam = _raw_cam(features, fc_weight[:, c])
+    return (cam / _per_image_max(cam)).clamp(min=0)
+
+
+def cam_all_classes(features, fc_weight, c):
+    cam = torch.einsum("ck,nkhw->nhw", fc_weight, features)
+    return (cam / _per_image_max(cam)).clamp(min=0)
+
+
+def cam_batch_max(features, fc_weight, c):
+    cam = _raw_cam(features, fc_weight[c])
+    return (cam / cam.max()).clamp(min=0)
+
+
+def _crow_weights(x):
+    Q = (x > 0).double().mean(dim=(2, 3))
+    return torch.nan_to_num(torch.log(Q.sum(dim=1, keepdim=True) / Q), posinf=0.0)
+
+
+def weighted_correct(features, cam):
+    d = (features * cam[:, None]).sum(dim=(2, 3)) * _crow_weights(features)
+    return d / d.norm(dim=1, keepdim=True)
+
+
+def weighted_no_channel_weights(features, cam):
+    return _l2n((features * cam[:, None]).sum(dim=(2, 3)))
+
+
+def weighted_no_l2(features, cam):
+    return (features * cam[:, None]).sum(dim=(2, 3)) * _crow_weights(features)
+
+
+def weighted_max(features, cam):
+    return _l2n((features * cam[:, None]).amax(dim=(2, 3)) * _crow_weights(features))
+
+
+def weighted_weights_of_weighted(features, cam):
+    xw = features * cam[:, None]
+    return _l2n(xw.sum(dim=(2, 3)) * _crow_weights(xw))
+
+
+def weighted_weights_after_l2(features, cam):
+    return _l2n((features * cam[:, None]).sum(dim=(2, 3))) * _crow_weights(features)
+
+
+# ----------------------------------------------------------------- alpha-QE (notebook 7)
+def aqe_correct(Q, X, k, alpha):
+    # naver's form: the mean of the query and its weighted neighbours (same direction as the sum)
+    s, idx = (Q @ X.T).topk(k, dim=1)
+    parts = torch.cat([Q[:, None], (s**alpha)[..., None] * X[idx]], dim=1)
+    return _l2n(parts.mean(dim=1))
+
+
+def aqe_no_query(Q, X, k, alpha):
+    s, idx = (Q @ X.T).topk(k, dim=1)
+    return _l2n(((s**alpha)[..., None] * X[idx]).sum(dim=1))
+
+
+def aqe_alpha_ignored(Q, X, k, alpha):
+    s, idx = (Q @ X.T).topk(k, dim=1)
+    return _l2n(Q + (s[..., None] * X[idx]).sum(dim=1))
+
+
+def aqe_plain_average(Q, X, k, alpha):
+    _, idx = (Q @ X.T).topk(k, dim=1)
+    return _l2n(Q + X[idx].sum(dim=1))
+
+
+def aqe_skips_first(Q, X, k, alpha):
+    s, idx = (Q @ X.T).topk(k + 1, dim=1)
+    return _l2n(Q + ((s[:, 1:] ** alpha)[..., None] * X[idx[:, 1:]]).sum(dim=1))
+
+
+def aqe_least_similar(Q, X, k, alpha):
+    s, idx = (Q @ X.T).topk(k, dim=1, largest=False)
+    return _l2n(Q + ((s**alpha)[..., None] * X[idx]).sum(dim=1))
+
+
+def aqe_no_l2(Q, X, k, alpha):
+    s, idx = (Q @ X.T).topk(k, dim=1)
+    return Q + ((s**alpha)[..., None] * X[idx]).sum(dim=1)
+
+
+# ----------------------------------------------------------------- losses and mining (notebook 8)
+def contrastive_correct(a, b, y, margin):
+    D = ((a - b) ** 2).sum(dim=1)
+    y = y.float()
+    return (0.5 * y * D + 0.5 * (1 - y) * torch.relu(margin - D)).mean()
+
+
+def contrastive_cirtorch(a, b, y, margin):
+    d = torch.norm(a - b, dim=1)
+    y = y.float()
+    return (0.5 * y * d**2 + 0.5 * (1 - y) * torch.relu(margin - d) ** 2).mean()
+
+
+def contrastive_distance(a, b, y, margin):
+    D = torch.norm(a - b, dim=1)
+    y = y.float()
+    return (0.5 * y * D + 0.5 * (1 - y) * torch.relu(margin - D)).mean()
+
+
+def contrastive_labels_swapped(a, b, y, margin):
+    D = ((a - b) ** 2).sum(dim=1)
+    y = y.float()
+    return (0.5 * (1 - y) * D + 0.5 * y * torch.relu(margin - D)).mean()
+
+
+def contrastive_sum(a, b, y, margin):
+    D = ((a - b) ** 2).sum(dim=1)
+    y = y.float()
+    return (0.5 * y * D + 0.5 * (1 - y) * torch.relu(margin - D)).sum()
+
+
+def contrastive_no_half(a, b, y, margin):
+    D = ((a - b) ** 2).sum(dim=1)
+    y = y.float()
+    return (y * D + (1 - y) * torch.relu(margin - D)).mean()
+
+
+def contrastive_no_hinge(a, b, y, margin):
+    D = ((a - b) ** 2).sum(dim=1)
+    y = y.float()
+    return (0.5 * y * D + 0.5 * (1 - y) * (margin - D)).mean()
+
+
+def _sq(u, v):
+    return ((u - v) ** 2).sum(dim=1)
+
+
+def triplet_correct(anchor, positive, negative, margin):
+    return torch.relu(margin + _sq(anchor, positive) - _sq(anchor, negative)).mean()
+
+
+def triplet_torch_builtin(anchor, positive, negative, margin):
+    return torch.nn.functional.triplet_margin_loss(anchor, positive, negative, margin=margin)
+
+
+def triplet_no_hinge(anchor, positive, negative, margin):
+    return (margin + _sq(anchor, positive) - _sq(anchor, negative)).mean()
+
+
+def triplet_swapped(anchor, positive, negative, margin):
+    return torch.relu(margin + _sq(anchor, negative) - _sq(anchor, positive)).mean()
+
+
+def triplet_sum(anchor, positive, negative, margin):
+    return torch.relu(margin + _sq(anchor, positive) - _sq(anchor, negative)).sum()
+
+
+def triplet_minus_margin(anchor, positive, negative, margin):
+    return torch.relu(_sq(anchor, positive) - _sq(anchor, negative) - margin).mean()
+
+
+def _similarities(anchors, pool, positives_of, value=-math.inf, own_index_only=False):
+    S = anchors @ pool.T
+    for i, pos in enumerate(positives_of):
+        S[i, [i] if own_index_only else list(pos)] = value
+    return S
+
+
+def mining_correct(anchors, pool, positives_of, n):
+    return _similarities(anchors, pool, positives_of).argsort(dim=1, descending=True)[:, :n]
+
+
+def mining_keeps_positives(anchors, pool, positives_of, n):
+    return (anchors @ pool.T).topk(n, dim=1).indices
+
+
+def mining_own_index(anchors, pool, positives_of, n):
+    return _similarities(anchors, pool, positives_of, own_index_only=True).topk(n, dim=1).indices
+
+
+def mining_farthest(anchors, pool, positives_of, n):
+    return _similarities(anchors, pool, positives_of, value=math.inf).argsort(dim=1)[:, :n]
+
+
+def mining_index_order(anchors, pool, positives_of, n):
+    return _similarities(anchors, pool, positives_of).topk(n, dim=1).indices.sort(dim=1).values
+
+
+def mining_skips_first(anchors, pool, positives_of, n):
+    return _similarities(anchors, pool, positives_of).argsort(dim=1, descending=True)[:, 1 : n + 1]
+
+
+# ----------------------------------------------------------------- kNN preservation (notebook 9)
+def _knn(Z, k, **kw):
+    from sklearn.neighbors import NearestNeighbors
+
+    return NearestNeighbors(n_neighbors=k, **kw).fit(Z).kneighbors(return_distance=False)  # each point left out
+
+
+def knn_correct(X, Y, k):
+    A, B = _knn(X, k), _knn(Y, k)
+    return np.mean([len(set(a) & set(b)) / k for a, b in zip(A, B)])
+
+
+def knn_self_included(X, Y, k):
+    from sklearn.neighbors import NearestNeighbors
+
+    A = NearestNeighbors(n_neighbors=k).fit(X).kneighbors(X, return_distance=False)
+    B = NearestNeighbors(n_neighbors=k).fit(Y).kneighbors(Y, return_distance=False)
+    return np.mean([len(set(a) & set(b)) / k for a, b in zip(A, B)])
+
+
+def knn_cosine(X, Y, k):
+    A, B = _knn(X, k, metric="cosine"), _knn(Y, k, metric="cosine")
+    return np.mean([len(set(a) & set(b)) / k for a, b in zip(A, B)])
+
+
+def knn_farthest(X, Y, k):
+    def far(Z):
+        D = np.linalg.norm(Z[:, None] - Z[None], axis=-1)
+        return np.argsort(-D, axis=1)[:, :k]
+
+    A, B = far(X), far(Y)
+    return np.mean([len(set(a) & set(b)) / k for a, b in zip(A, B)])
+
+
+def knn_count(X, Y, k):
+    A, B = _knn(X, k), _knn(Y, k)
+    return np.mean([len(set(a) & set(b)) for a, b in zip(A, B)])
+
+
+def knn_jaccard(X, Y, k):
+    A, B = _knn(X, k), _knn(Y, k)
+    return np.mean([len(set(a) & set(b)) / len(set(a) | set(b)) for a, b in zip(A, B)])
+
+
+def knn_same_rank(X, Y, k):
+    A, B = _knn(X, k), _knn(Y, k)
+    return float((A == B).mean())
+
+
 CORRECT = {
     "window_pool": wp_correct, "mac": mac_correct, "spoc": spoc_correct, "gem": gem_correct,
     "average_precision": ap_correct, "mean_ap": map_correct,
+    "vlad": vlad_correct, "rmac_regions": regions_correct, "rmac": rmac_correct,
+    "crow_spatial_weights": spatial_correct, "crow_channel_weights": channel_correct,
+    "class_activation_map": cam_correct, "class_weighted_vector": weighted_correct, "alpha_qe": aqe_correct,
+    "contrastive_loss": contrastive_correct, "triplet_loss": triplet_correct, "hard_negatives": mining_correct,
+    "knn_preservation": knn_correct,
 }
 
 WRONG = [
@@ -214,6 +749,79 @@ WRONG = [
     ("mean_ap", map_zero_for_empty, "AP 0 instead of leaving them out"),
     ("mean_ap", map_junk_positive, "treats junk images as positives"),
     ("mean_ap", map_sklearn, "finite-sum AP"),
+    ("vlad", vlad_every_centre, "adds every descriptor's residual to every centre"),
+    ("vlad", vlad_flipped, "uses c_k - x_t"),
+    ("vlad", vlad_dimension_major, "flattens dimension-major"),
+    ("vlad", vlad_no_l2, "is not L2-normalised at the end"),
+    ("vlad", vlad_mean, "averages the residuals of each centre"),
+    ("vlad", vlad_intra_first, "intra-normalises before the power"),
+    ("vlad", vlad_unit_residuals, "normalises each residual"),
+    ("vlad", vlad_unsigned_power, "drops the sign in the power"),
+    ("vlad", vlad_nan_for_empty, "empty centre's zero sum"),
+    ("rmac_regions", regions_integer_step, "do not reach the right or bottom border"),
+    ("rmac_regions", regions_one_based, "1-based corners"),
+    ("rmac_regions", regions_square_only, "l x l grid even on a non-square map"),
+    ("rmac_regions", regions_one_too_few, "one region too few along the long side"),
+    ("rmac_regions", regions_ceil, "round the region side up"),
+    ("rmac_regions", regions_xywh, "are (x, y, w, h)"),
+    ("rmac", rmac_no_region_l2, "does not L2-normalise each region's MAC"),
+    ("rmac", rmac_no_final_l2, "is not L2-normalised at the end"),
+    ("rmac", rmac_global_term, "adds a global MAC term"),
+    ("rmac", rmac_average, "averages each region"),
+    ("rmac", rmac_pyretri, "one cell too small"),
+    ("crow_spatial_weights", spatial_no_root, "forgets the final root 1/b"),
+    ("crow_spatial_weights", spatial_l1, "divides by the sum of S"),
+    ("crow_spatial_weights", spatial_max, "divides by the maximum of S"),
+    ("crow_spatial_weights", spatial_no_a_root, "without the root 1/a"),
+    ("crow_spatial_weights", spatial_batch_norm, "normalises over the whole batch"),
+    ("crow_spatial_weights", spatial_nan, "divides 0 by 0 on an all-zero map"),
+    ("crow_channel_weights", channel_flipped, "has the sign flipped"),
+    ("crow_channel_weights", channel_pyretri_eps, "adds an epsilon to Q"),
+    ("crow_channel_weights", channel_infinite, "infinite weight"),
+    ("crow_channel_weights", channel_zeros, "fraction of zero positions"),
+    ("crow_channel_weights", channel_batch, "counts over the whole batch"),
+    ("crow_channel_weights", channel_log10, "uses log10"),
+    ("crow_channel_weights", channel_mean_activation, "uses the mean activation"),
+    ("class_activation_map", cam_relu_first, "clips negative values before dividing by the maximum (NaN here)"),
+    ("class_activation_map", cam_relu_first_guarded, "clips negative values before dividing by the maximum (all zeros here)"),
+    ("class_activation_map", cam_unnormalised, "is not divided by its maximum"),
+    ("class_activation_map", cam_no_relu, "keeps negative values"),
+    ("class_activation_map", cam_column, "uses the column W[:, c]"),
+    ("class_activation_map", cam_all_classes, "sums the weights of all classes"),
+    ("class_activation_map", cam_batch_max, "maximum over the whole batch"),
+    ("class_weighted_vector", weighted_no_channel_weights, "has no channel weights"),
+    ("class_weighted_vector", weighted_no_l2, "is not L2-normalised"),
+    ("class_weighted_vector", weighted_max, "takes the maximum of x * cam"),
+    ("class_weighted_vector", weighted_weights_of_weighted, "channel weights on the CAM-weighted maps"),
+    ("class_weighted_vector", weighted_weights_after_l2, "channel weights after the L2 normalisation"),
+    ("alpha_qe", aqe_no_query, "leaves out the query itself"),
+    ("alpha_qe", aqe_alpha_ignored, "weights the neighbours by s_j instead of s_j^alpha"),
+    ("alpha_qe", aqe_plain_average, "ignores the weights"),
+    ("alpha_qe", aqe_skips_first, "skips the nearest vector"),
+    ("alpha_qe", aqe_least_similar, "takes the k least similar vectors"),
+    ("alpha_qe", aqe_no_l2, "is not L2-normalised"),
+    ("contrastive_loss", contrastive_cirtorch, "is cirtorch's form"),
+    ("contrastive_loss", contrastive_distance, "uses the distance ||a - b||"),
+    ("contrastive_loss", contrastive_labels_swapped, "swaps the labels"),
+    ("contrastive_loss", contrastive_sum, "sums over the pairs"),
+    ("contrastive_loss", contrastive_no_half, "forgets the factors 1/2"),
+    ("contrastive_loss", contrastive_no_hinge, "forgets the max(0, .)"),
+    ("triplet_loss", triplet_torch_builtin, "instead of squared distances"),
+    ("triplet_loss", triplet_no_hinge, "forgets the max(0, .)"),
+    ("triplet_loss", triplet_swapped, "swaps the positive and the negative"),
+    ("triplet_loss", triplet_sum, "sums over the triplets"),
+    ("triplet_loss", triplet_minus_margin, "subtracts the margin"),
+    ("hard_negatives", mining_keeps_positives, "returns the anchor's positives"),
+    ("hard_negatives", mining_own_index, "leaves out only the anchor's own index"),
+    ("hard_negatives", mining_farthest, "returns the farthest negatives"),
+    ("hard_negatives", mining_index_order, "in index order"),
+    ("hard_negatives", mining_skips_first, "skips the nearest negative"),
+    ("knn_preservation", knn_self_included, "counts each point as its own neighbour"),
+    ("knn_preservation", knn_cosine, "ranks by cosine similarity"),
+    ("knn_preservation", knn_farthest, "takes the k farthest points"),
+    ("knn_preservation", knn_count, "number of kept neighbours"),
+    ("knn_preservation", knn_jaccard, "Jaccard"),
+    ("knn_preservation", knn_same_rank, "only at the same rank"),
 ]
 
 
@@ -271,3 +879,27 @@ def test_judge_only_needs_numbers_and_rejects_forged_answers():
     assert not any(r.passed for r in checks.judge("mac", 5, []))
     with pytest.raises(ValueError, match="task"):
         checks.judge("nope", 0, [])
+
+
+def test_regions_are_compared_as_a_set():
+    checks.run_check("rmac_regions", lambda H, W, L=3: regions_correct(H, W, L)[::-1], seed=4, quiet=True)
+    with pytest.raises(checks.CheckFailed, match=r"has shape \(19, 4\), expected \(20, 4\)"):
+        checks.run_check("rmac_regions", lambda H, W, L=3: regions_correct(H, W, L)[1:], seed=4)
+
+
+def test_an_output_that_two_mistakes_share_is_put_down_to_the_one_that_explains_more_cases():
+    # on the 30x40 map one region too few along the long side (d = 0) is also the square-only grid;
+    # the panorama (d = 3 there, not 0) tells them apart
+    assert regions_one_too_few(30, 40) == regions_square_only(30, 40)
+    for fn, mine, other in [(regions_one_too_few, "one region too few", "l x l grid"),
+                            (regions_square_only, "l x l grid", "one region too few")]:
+        results = {r.label: r for r in checks.judge("rmac_regions", 1, checks.probe("rmac_regions", fn, 1))}
+        assert mine in results["30x40 map"].message and other not in results["30x40 map"].message
+        assert mine in results["panorama"].message
+
+
+def test_every_case_pickles_without_the_package():
+    # the grader sends the cases to a kernel that cannot import retrievalkit
+    for name, task in checks.TASKS.items():
+        blob = pickle.dumps([(c.args, c.kwargs) for c in task.cases(np.random.default_rng(0))])
+        assert b"retrievalkit" not in blob, name
