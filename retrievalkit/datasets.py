@@ -120,6 +120,23 @@ class Dataset:
         return im if box is None else im.crop(tuple(box))
 
 
+    def subset(self, queries: Sequence[int], images: Sequence[int]) -> "Dataset":
+        """A smaller benchmark: the given queries against the given database images.
+
+        Ground-truth indices are renumbered into the new image list and entries of dropped images
+        removed, so the protocol is unchanged on what remains (for quick experiments).
+        """
+        q = [int(i) for i in queries]
+        keep = list(dict.fromkeys(int(i) for i in images))
+        if not q or not keep or not all(0 <= i < len(self.qimlist) for i in q) or not all(0 <= i < len(self.imlist) for i in keep):
+            raise ValueError(f"queries and images must be non-empty lists of indices into the {len(self.qimlist)} queries "
+                             f"and {len(self.imlist)} images")
+        new = {old: j for j, old in enumerate(keep)}
+        gnd = [{k: ([new[i] for i in v if i in new] if k != "bbx" else v) for k, v in self.gnd[i].items()} for i in q]
+        return Dataset(self.name, self.root, [self.imlist[i] for i in keep], [self.qimlist[i] for i in q], gnd,
+                       self.image_dir, dict(self.info))
+
+
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
     """The data folder: ``root`` if given, else ``$RETRIEVALKIT_DATA``, else ``<repo>/data/cache``
     in the course checkout (when ``<repo>/data`` exists), else pooch's per-user cache."""

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ._validate import feature_maps, positive_int, unbatch
 
-__all__ = ["rmac_regions", "rmac", "os_rmac", "os_rmac_windows", "patch_boxes", "draw_regions"]
+__all__ = ["rmac_regions", "regional_mac", "rmac", "os_rmac", "os_rmac_windows", "patch_boxes", "draw_regions"]
 
 _OVERLAP = 0.4  # desired overlap of neighbouring regions (Tolias et al.)
 _STEPS = (2, 3, 4, 5, 6, 7)  # candidate numbers of regions along the long side at level 1
@@ -59,27 +59,42 @@ def rmac_regions(H: int, W: int, L: int = 3) -> list[tuple[int, int, int, int]]:
     return [(y, x, wl, wl) for wl, ys, xs in _grid(H, W, L) for y in ys for x in xs]
 
 
-def rmac(x: torch.Tensor, L: int = 3, global_term: bool = False) -> torch.Tensor:
+def regional_mac(x: torch.Tensor, L: int = 3) -> torch.Tensor:
+    """MAC of every region of :func:`rmac_regions` -> ``(N, R, C)``, level 1 first (unnormalised).
+
+    Batched over images and channels, separably per level: the maximum over each of the level's
+    row bands (a few slices of the map), then over each column window of those bands (CPU
+    reductions over contiguous slices beat strided window views).
+    """
+    x4, squeezed = feature_maps(x)
+    L = positive_int(L, "L")
+    levels = []
+    for wl, ys, xs in _grid(x4.shape[-2], x4.shape[-1], L):
+        bands = torch.stack([x4[:, :, y : y + wl].amax(dim=2) for y in ys], dim=2)  # (N, C, len(ys), W)
+        levels.append(torch.stack([bands[..., c : c + wl].amax(dim=-1) for c in xs], dim=3).flatten(2))
+    out = torch.cat(levels, dim=2).transpose(1, 2)  # (N, R, C)
+    return unbatch(out, squeezed)
+
+
+def rmac(x: torch.Tensor, L: int = 3, global_term: bool = False, whiten: Any = None) -> torch.Tensor:
     """Regional MAC (Tolias et al., ICLR 2016) -> ``(N, C)``, L2-normalised.
 
     ``f = l2n(sum_R l2n(MAC(x restricted to R)))`` over the regions of :func:`rmac_regions`
     (``l2n(v) = v / (||v|| + 1e-6)``). ``global_term=True`` adds ``l2n(MAC(x))`` to the sum, as
     cirtorch's ``rmac`` does (cirtorch also leaves the sum unnormalised: its network applies
-    L2N after pooling). Batched over images and channels, separably per level: the maximum
-    over each of the level's row bands (a few slices of the map), then over each column
-    window of those bands (CPU reductions over contiguous slices beat strided window views).
+    L2N after pooling). ``whiten``: a fitted transform with ``transform(rows)`` (e.g.
+    :class:`retrievalkit.postprocess.PCAWhitening` learnt on the regional vectors of another
+    set) applied to each normalised region vector before the sum, as Tolias et al. do: its
+    output dimension is the descriptor's.
     """
     x4, squeezed = feature_maps(x)
-    L = positive_int(L, "L")
-    N, C, H, W = x4.shape
-    v = x4.new_zeros(N, C)
+    regional = _l2n(regional_mac(x4, L), 2)  # (N, R, C)
     if global_term:
-        v = v + _l2n(x4.amax(dim=(-2, -1)), 1)
-    for wl, ys, xs in _grid(H, W, L):
-        bands = torch.stack([x4[:, :, y : y + wl].amax(dim=2) for y in ys], dim=2)  # (N, C, len(ys), W)
-        regional = torch.stack([bands[..., c : c + wl].amax(dim=-1) for c in xs], dim=3).flatten(2)
-        v = v + _l2n(regional, 1).sum(dim=2)
-    return unbatch(_l2n(v, 1), squeezed)
+        regional = torch.cat([_l2n(x4.amax(dim=(-2, -1)), 1)[:, None], regional], dim=1)
+    if whiten is not None:
+        N, R, C = regional.shape
+        regional = whiten.transform(regional.reshape(N * R, C)).reshape(N, R, -1)
+    return unbatch(_l2n(regional.sum(dim=1), 1), squeezed)
 
 
 def os_rmac_windows(H: int, W: int, L: int = 3) -> list[tuple[int, int]]:

@@ -331,3 +331,17 @@ def test_mini_is_built_once_by_build_mini(tmp_path, monkeypatch):
     DS.load("mini", root=tmp_path)
     assert calls == [(tmp_path, 0)]
     assert DS.build_mini(tmp_path, seed=3) == tmp_path / "mini" and calls[-1] == (tmp_path, 3)
+
+
+def test_subset_renumbers_the_ground_truth():
+    from retrievalkit.datasets import Dataset
+
+    ds = Dataset("toy", Path("/x"), [f"im{i}" for i in range(6)], ["q0", "q1"],
+                 [{"bbx": [0, 0, 1, 1], "easy": [1, 4], "hard": [5], "junk": [2]}, {"easy": [0], "hard": [], "junk": []}],
+                 Path("/x/jpg"))
+    sub = ds.subset([0], [4, 2, 3])
+    assert sub.imlist == ["im4", "im2", "im3"] and sub.qimlist == ["q0"]
+    assert sub.gnd == [{"bbx": [0, 0, 1, 1], "easy": [0], "hard": [], "junk": [1]}]
+    assert sub.images[0] == Path("/x/jpg/im4.jpg")
+    with pytest.raises(ValueError, match="queries and images"):
+        ds.subset([5], [0])

@@ -185,3 +185,28 @@ def test_bad_input_is_rejected(f):
         f(torch.rand(1, 2, 3, 3), L=0)
     with pytest.raises(ValueError, match="W must"):
         R.rmac_regions(3, 0)
+
+
+def test_regional_mac_is_the_mac_of_each_region_in_grid_order():
+    x = torch.rand(2, 5, 7, 10, dtype=torch.float64)
+    out = R.regional_mac(x)
+    regions = R.rmac_regions(7, 10)
+    assert out.shape == (2, len(regions), 5)
+    for r, (y, xx, h, w) in enumerate(regions):
+        torch.testing.assert_close(out[:, r], x[:, :, y : y + h, xx : xx + w].amax(dim=(2, 3)))
+
+
+def test_rmac_with_regional_whitening_sums_whitened_regions():
+    from retrievalkit.postprocess import PCAWhitening
+
+    torch.manual_seed(0)
+    train = torch.rand(40, 6, 5, 7, dtype=torch.float64)
+    reg = R.regional_mac(train)
+    reg = reg / (reg.norm(dim=2, keepdim=True) + 1e-6)
+    pca = PCAWhitening(dim=4).fit(reg.reshape(-1, 6))
+    x = torch.rand(3, 6, 5, 7, dtype=torch.float64)
+    r = R.regional_mac(x)
+    r = r / (r.norm(dim=2, keepdim=True) + 1e-6)
+    s = torch.stack([pca.transform(ri) for ri in r]).sum(dim=1)
+    torch.testing.assert_close(R.rmac(x, whiten=pca), s / (s.norm(dim=1, keepdim=True) + 1e-6))
+    assert R.rmac(x, whiten=pca).shape == (3, 4)
