@@ -1,5 +1,10 @@
-"""Before the notebooks run (nbval, in parallel workers), build the mini benchmark and cache its
-Lite0 feature maps once, in the controller process, so no two notebooks extract them at once."""
+"""Before the notebooks run (nbval, in parallel workers), build the mini benchmark and cache the
+Lite0 feature maps the lectures use, once, in the controller process, so that no two notebooks
+extract the same maps at the same time and each notebook runs within its budget."""
+
+# (size, layer) of every cached map set the lectures read: lecture 2 onwards use the default,
+# lecture 4 adds the seed paper's two smaller resolutions and the penultimate layer.
+LECTURE_MAPS = [(None, "last"), (244, "last"), (168, "last"), (None, "penultimate")]
 
 
 def pytest_configure(config):
@@ -11,4 +16,6 @@ def pytest_configure(config):
     import retrievalkit as rk
 
     net = rk.models.backbone()
-    rk.extract.dataset_maps(net, rk.datasets.load("mini"), progress=False)
+    ds = rk.datasets.load("mini")
+    for size, layer in LECTURE_MAPS:
+        rk.extract.dataset_maps(net, ds, size=size, layer=layer, progress=False)

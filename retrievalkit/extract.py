@@ -309,6 +309,15 @@ def _describe(obj: Any) -> str:
     return repr(obj)
 
 
+def _file_key(path: Any) -> str:
+    """A path with its size and modification time, so that a rewritten image misses the cache."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return str(path)
+    return f"{path}:{st.st_size}:{st.st_mtime_ns}"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "x"
 
@@ -324,7 +333,7 @@ def _cache_file(
             f"pool {pool_desc} has no stable description for the cache: pass a function, a functools.partial or an nn.Module"
         )
     parts = [_CACHE_VERSION, repr(key), _describe(model), pool_desc, repr(size), repr(scales), repr(power), repr(boxes),
-             "\n".join(_describe(im) if isinstance(im, Image.Image) else im for im in images)]
+             "\n".join(_describe(im) if isinstance(im, Image.Image) else _file_key(im) for im in images)]
     digest = hashlib.sha1("\x00".join(parts).encode()).hexdigest()[:20]
     pool_name = getattr(pool, "__name__", None) or getattr(getattr(pool, "func", None), "__name__", None)
     pool_name = pool_name or type(pool).__name__
@@ -479,7 +488,7 @@ def dataset_maps(
             cache = resolve_root() / "maps"
         folder = Path(cache)
         folder.mkdir(parents=True, exist_ok=True)
-        parts = [_CACHE_VERSION, name, _describe(model), repr(size), layer, repr(boxes), *map(str, queries + images)]
+        parts = [_CACHE_VERSION, name, _describe(model), repr(size), layer, repr(boxes), *map(_file_key, queries + images)]
         digest = hashlib.sha1("\x00".join(parts).encode()).hexdigest()[:20]
         path = folder / f"{_slug(name)}-{_slug(getattr(model, 'name', 'model'))}-{digest}.pt"
         if path.is_file():

@@ -317,3 +317,16 @@ def test_dataset_maps_are_cached_and_match_a_fresh_extraction(tmp_path, monkeypa
     monkeypatch.setattr(extract, "feature_maps", fail)
     q2, x2 = extract.dataset_maps(net, ds, cache=tmp_path / "maps")
     torch.testing.assert_close(x2[1], x[1])
+
+
+def test_rewritten_image_misses_the_cache(tmp_path):
+    import os
+
+    from retrievalkit.extract import _file_key
+
+    p = tmp_path / "a.jpg"
+    p.write_bytes(b"one")
+    before = _file_key(p)
+    p.write_bytes(b"other content")
+    os.utime(p, ns=(1, 2))
+    assert _file_key(p) != before
