@@ -362,7 +362,7 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = Fals
     """Load a benchmark from ``root`` (see :func:`resolve_root`): ``"mini"``, ``"oxford5k"``,
     ``"paris6k"``, ``"roxford5k"``, ``"rparis6k"``, ``"holidays"`` or ``"ukbench"``.
 
-    * mini: built offline with :func:`build_mini` when missing, whatever ``download`` says.
+    * mini: built offline with :func:`build_mini` when missing or outdated, whatever ``download`` says.
     * oxford5k / paris6k: original ground truth from the ``gt_files`` text files, queries cropped
       to their box and kept in the database; Paris without its 20 corrupt images
       (:data:`PARIS_CORRUPT`).
@@ -379,8 +379,7 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = Fals
     base = resolve_root(root)
     ds = base / name
     if name == "mini":
-        if not (ds / "gnd_mini.pkl").is_file():
-            ds = build_mini(base)
+        ds = build_mini(base)  # returns at once when the set of this seed and version is there
         image_dir = ds / "jpg"
     else:
         missing = _missing(name, base)

@@ -1,0 +1,558 @@
+"""The offline mini benchmark: a few freely licensed real photos seen through viewpoint-like changes.
+
+``build_mini(root, seed)`` writes ``root/mini/`` in the on-disk format of the revisited Oxford /
+Paris benchmarks (revisitop, cirtorch), so loaders, metric and notebooks run one code path::
+
+    root/mini/jpg/<name>.jpg   162 database and 32 query images, long side 320 px
+    root/mini/gnd_mini.pkl     the ground truth (below)
+    root/mini/meta.json        {"images", "seed", "version"}: the cache key
+
+Photos (``data/SOURCES.md``: origin and licence of each): ``skimage.data``, matplotlib's
+``grace_hopper.jpg`` and scikit-learn's ``china.jpg`` / ``flower.jpg``. Eight *test objects*
+have queries: astronaut, chelsea (cat), coffee, rocket, grace_hopper, motorcycle (a real stereo
+pair: queries come from the left view; views of the right image are always at least hard),
+camera, china (a pagoda). Four *training objects* (coins, flower, retina, clock) have database
+images and no queries. Textures and unrelated images (brick, grass, gravel, moon, cell, page,
+text, horse, colorwheel, logo, hubble_deep_field, immunohistochemistry) are only backgrounds,
+clutter, occluders and distractors.
+
+A database view of an object is one projective warp of a window around it (crop, scale,
+rotation, perspective) pasted on a background, then occluders, clutter around it, gamma /
+contrast / colour cast, a light gradient, Gaussian blur and a JPEG round trip. Each test object
+has 4 mild views, 7 strong ones (two changes pushed past the thresholds below: occlusion, small
+and off-centre, a zoomed-in detail, perspective, rotation, photometric, a cut-off part) and 2
+extreme ones (tiny or mostly hidden); the motorcycle has 9 of the left image and 4 of the right.
+Training objects have 6 views. Distractors: 2 views of the widest strip of a test photo beside
+its object (when at least 19% of the photo: the same scene without the object), and 24 of
+backgrounds and clutter only. A view's label, the same for every query of its object, follows
+from what was measured on it (``area``: visible object pixels / image pixels; ``visible``:
+visible object pixels / the whole projected object, so cut-offs, borders and occluders count):
+
+- junk: ``area < JUNK_AREA``, or ``visible < JUNK_VISIBLE`` unless ``area >= DETAIL_AREA``
+  (a close-up detail filling half the picture is hard, not junk);
+- hard: otherwise, if ``visible < HARD_VISIBLE``, ``area < HARD_AREA``, ``|rotation| >
+  HARD_ROTATION`` degrees, ``perspective > HARD_PERSPECTIVE``, ``blur > HARD_BLUR`` (Gaussian
+  sigma, px), ``jpeg < HARD_JPEG`` (quality), ``gamma`` outside ``HARD_GAMMA``, ``light >
+  HARD_LIGHT`` (amplitude of the light gradient), or the view shows the other stereo image;
+- easy: everything else.
+
+Queries (revisitop style: not in the database) are full images with ``bbx`` around the object:
+per test object its source photo and three mild views. Split: the training objects' views and 10
+of the synthetic distractors are ``"train"``, the only images a fine-tuning run may use (their
+backgrounds and clutter are textures only); everything else is ``"test"`` (backgrounds and
+clutter there may also show the training objects and the test photos' context strips, never a
+test object). Evaluation always ranks the whole database.
+
+``gnd_mini.pkl`` (pickle protocol 4, plain Python types only):
+
+- ``imlist``, ``qimlist``: image names without extension (``jpg/<name>.jpg``), the database in
+  a random order;
+- ``gnd``: per query ``{"bbx": [x1, y1, x2, y2], "easy", "hard", "junk"}``, 0-based indices into
+  ``imlist``; ``bbx`` in pixels of the query image, a PIL crop box (right and bottom exclusive);
+- ``gnd_original``: the same queries in the original protocol, ``{"bbx", "ok": easy + hard, "junk"}``;
+- ``objects``: per database image its object (index into ``object_names``), -1 for a distractor;
+  ``qobjects``: per query its object; ``object_names``: the twelve names, test objects first;
+- ``split``: per database image ``"train"`` or ``"test"``;
+- ``views``: per database image what was measured and done (``area``, ``visible``, ``rotation``,
+  ``perspective``, ``blur``, ``jpeg``, ``gamma``, ``light``, ``other_view``), ``None`` for a
+  distractor; the labels are computed from these stored (rounded) values.
+
+Everything random comes from ``numpy.random.default_rng(seed)``; images are saved by PIL at a
+fixed JPEG quality with no metadata, so one seed gives byte-identical files (with the same
+library versions). About 3 MB, built in about 5 s.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+__all__ = ["build_mini", "VERSION", "OBJECT_NAMES"]
+
+VERSION = 2  # of the generator: bumped whenever its output changes, so that cached sets are rebuilt
+LONG_SIDE = 320
+JPEG_QUALITY = 90
+PICKLE_PROTOCOL = 4
+CANVASES = ((320, 256), (256, 320), (320, 224), (320, 288))  # (width, height) of database images
+
+JUNK_AREA, JUNK_VISIBLE, DETAIL_AREA = 0.05, 0.30, 0.5
+HARD_AREA, HARD_VISIBLE = 0.15, 0.60
+HARD_ROTATION, HARD_PERSPECTIVE, HARD_BLUR, HARD_JPEG = 20.0, 0.15, 2.0, 20
+HARD_GAMMA, HARD_LIGHT = (0.6, 1.6), 0.5
+
+# name, split, [(source, object box as fractions x1, y1, x2, y2 of the source)]; later sources
+# are other genuine viewpoints (the right stereo image: disparity about 45 of 741 px)
+_OBJECTS = (
+    ("astronaut", "test", [("astronaut", (0.02, 0.02, 0.70, 1.0))]),
+    ("chelsea", "test", [("chelsea", (0.04, 0.0, 0.91, 1.0))]),
+    ("coffee", "test", [("coffee", (0.125, 0.04, 0.80, 0.975))]),
+    ("rocket", "test", [("rocket", (0.26, 0.28, 0.75, 1.0))]),
+    ("grace_hopper", "test", [("grace_hopper", (0.06, 0.03, 1.0, 1.0))]),
+    ("motorcycle", "test", [("motorcycle_left", (0.12, 0.15, 0.93, 0.91)),
+                            ("motorcycle_right", (0.06, 0.15, 0.87, 0.91))]),
+    ("camera", "test", [("camera", (0.0, 0.12, 0.80, 1.0))]),
+    ("china", "test", [("china", (0.09, 0.06, 0.59, 1.0))]),
+    ("coins", "train", [("coins", (0.03, 0.0, 1.0, 0.98))]),
+    ("flower", "train", [("flower", (0.26, 0.19, 0.70, 0.84))]),
+    ("retina", "train", [("retina", (0.0, 0.0, 1.0, 1.0))]),
+    ("clock", "train", [("clock", (0.32, 0.22, 0.68, 0.72))]),
+)
+OBJECT_NAMES = tuple(o[0] for o in _OBJECTS)
+_TEXTURES = ("brick", "grass", "gravel", "moon", "cell", "page", "text", "horse", "colorwheel", "logo",
+             "hubble_deep_field", "immunohistochemistry")
+# views per object: (mild, strong, extreme) from the first source, then (mild, strong) from the other view
+_TEST_VIEWS, _STEREO_VIEWS, _TRAIN_VIEWS = (4, 7, 2), ((3, 5, 1), (2, 2)), (2, 3, 1)
+# per test object whose photo leaves a strip of at least _CONTEXT_STRIP beside the object box:
+# _CONTEXT views of that strip alone (same photo, object not in view: negatives)
+_CONTEXT, _CONTEXT_STRIP = 2, 0.19
+_QUERIES = 4  # per test object: the source photo and three mild views
+_DISTRACTORS, _TRAIN_DISTRACTORS = 24, 10  # synthetic: textures and clutter only
+
+
+def build_mini(root: str | os.PathLike, seed: int = 0) -> Path:
+    """Write the mini benchmark to ``root/mini`` (see the module docstring) and return that path.
+
+    A set already there with the same ``seed`` and ``VERSION`` (``meta.json``) is returned as it
+    is; any other one is replaced. The set is built in a temporary folder under ``root`` and
+    renamed into place, so an interrupted build leaves nothing behind.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
+    root = Path(root)
+    target = root / "mini"
+    if _is_built(target, seed):
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".mini-build-", dir=root))
+    try:
+        _build(tmp, seed)
+        tmp.chmod(0o755)  # mkdtemp made it private
+        if not _is_built(target, seed):  # else a concurrent build finished first: keep that one
+            if target.exists():  # another seed, version, or an incomplete set: move it aside, drop it
+                old = Path(tempfile.mkdtemp(prefix=".mini-old-", dir=root))
+                target.rename(old / "mini")
+                shutil.rmtree(old)
+            try:
+                tmp.rename(target)
+            except OSError:  # a concurrent build renamed its own set into place meanwhile
+                if not _is_built(target, seed):
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _is_built(target: Path, seed: int) -> bool:
+    """Whether ``target`` holds a complete set for this seed and version."""
+    try:
+        meta = json.loads((target / "meta.json").read_text())
+        n_jpg = sum(1 for _ in (target / "jpg").glob("*.jpg"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(meta, dict) and meta.get("seed") == seed and meta.get("version") == VERSION
+            and meta.get("images") == n_jpg and (target / "gnd_mini.pkl").is_file())
+
+
+# ----------------------------------------------------------------------------- sources
+
+def _sources() -> dict[str, Image.Image]:
+    """Every photo used: objects as RGB, textures and clutter as they come ("L" when grey);
+    the two large ones halved."""
+    from matplotlib import cbook
+    from skimage import data
+    from sklearn.datasets import load_sample_image
+
+    arrays = {name: getattr(data, name)() for name in (
+        "astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "clock", "retina",
+        "immunohistochemistry", "hubble_deep_field", "brick", "grass", "gravel", "moon", "cell",
+        "page", "text", "colorwheel")}
+    arrays["motorcycle_left"], arrays["motorcycle_right"], _ = data.stereo_motorcycle()
+    arrays["horse"] = np.where(data.horse(), 0, 255).astype(np.uint8)  # black on white
+    arrays["china"], arrays["flower"] = load_sample_image("china.jpg"), load_sample_image("flower.jpg")
+    out = {name: Image.fromarray(a) for name, a in arrays.items()}
+    out["logo"] = Image.alpha_composite(Image.new("RGBA", (500, 500), (255, 255, 255, 255)),
+                                        Image.fromarray(data.logo())).convert("RGB")
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as im:
+        out["grace_hopper"] = im.convert("RGB")
+    for name in ("retina", "hubble_deep_field"):
+        out[name] = out[name].reduce(2)
+    for name, *_ in (s for o in _OBJECTS for s in o[2]):
+        out[name] = out[name].convert("RGB")
+    return out
+
+
+# ----------------------------------------------------------------------------- drawing
+
+Photos = dict[str, Image.Image]
+Pool = list[tuple[str, tuple[float, ...]]]  # (photo, window as fractions x1, y1, x2, y2)
+
+
+def _recolour(rng: np.random.Generator, img: Image.Image) -> Image.Image:
+    """A grey ("L") image mapped between two random colours; a colour image given a colour cast."""
+    v = np.arange(256) / 255.0
+    if img.mode == "L":
+        lo, hi = rng.uniform(0.0, 0.5, 3), rng.uniform(0.5, 1.0, 3)
+        lut = lo[:, None] + v[None, :] * (hi - lo)[:, None]
+        img = img.convert("RGB")
+    else:
+        lut = rng.uniform(0.6, 1.2, 3)[:, None] * v[None, :]
+    return img.point(np.clip(lut * 255, 0, 255).round().astype(int).ravel().tolist())
+
+
+def _random_crop(rng: np.random.Generator, img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """A random window of ``img`` with the aspect of ``size`` (30-100% of the largest), resized to it."""
+    W, H = img.size
+    aspect = size[0] / size[1]
+    w = min(W, H * aspect) * rng.uniform(0.3, 1.0)
+    h = w / aspect
+    x, y = rng.uniform(0, W - w), rng.uniform(0, H - h)
+    return img.resize(size, Image.Resampling.BILINEAR, box=(x, y, x + w, y + h))
+
+
+def _window_of(photos: Photos, entry: tuple[str, tuple[float, ...]]) -> Image.Image:
+    name, frac = entry
+    sw, sh = photos[name].size
+    return photos[name].crop(tuple(int(round(f * d)) for f, d in zip(frac, (sw, sh, sw, sh))))
+
+
+def _background(rng: np.random.Generator, photos: Photos, pool: Pool, size: tuple[int, int]) -> Image.Image:
+    """A recoloured crop of the ``pool``, a third of the time blended with a second one."""
+    bg = _recolour(rng, _random_crop(rng, _window_of(photos, pool[int(rng.integers(len(pool)))]), size))
+    if rng.random() < 0.3:
+        other = _recolour(rng, _random_crop(rng, _window_of(photos, pool[int(rng.integers(len(pool)))]), size))
+        bg = Image.blend(bg, other, float(rng.uniform(0.3, 0.6)))
+    return bg
+
+
+def _corners(box: np.ndarray) -> np.ndarray:
+    x1, y1, x2, y2 = box
+    return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], dtype=np.float64)
+
+
+def _homography(rng: np.random.Generator, box: np.ndarray, size: tuple[int, int], area: float,
+                rotation: float, perspective: float, centre: np.ndarray) -> tuple[np.ndarray, float]:
+    """The 3x3 map from source to canvas pixels, and its similarity scale.
+
+    The ``box`` (x1, y1, x2, y2) is scaled to cover ``area`` of the canvas, tilted like a plane
+    seen from one side (the far edge shortened by ``perspective`` and moved in by half that,
+    corners jittered by a quarter of it), turned by ``rotation`` degrees and centred on ``centre``.
+    """
+    from skimage.transform import ProjectiveTransform
+
+    x1, y1, x2, y2 = box
+    bw, bh = x2 - x1, y2 - y1
+    k = math.sqrt(area * size[0] * size[1] / (bw * bh))
+    local = np.array([[-bw, -bh], [bw, -bh], [bw, bh], [-bw, bh]], dtype=np.float64) * (k / 2)
+    axis, far = int(rng.integers(2)), float(rng.choice([-1.0, 1.0]))
+    on_far = np.sign(local[:, axis]) == far
+    local[on_far, 1 - axis] *= 1 - perspective
+    local[on_far, axis] *= 1 - perspective / 2
+    local += rng.uniform(-1, 1, (4, 2)) * (perspective / 4) * np.array([bw, bh]) * k
+    t = math.radians(rotation)
+    R = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+    return ProjectiveTransform.from_estimate(_corners(box), local @ R.T + centre).params, k
+
+
+def _apply(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    p = np.c_[pts, np.ones(len(pts))] @ H.T
+    return p[:, :2] / p[:, 2:]
+
+
+def _polygon_mask(size: tuple[int, int], pts: np.ndarray) -> np.ndarray:
+    m = Image.new("L", size, 0)
+    ImageDraw.Draw(m).polygon([(float(x), float(y)) for x, y in pts], fill=255)
+    return np.asarray(m) > 0
+
+
+def _shoelace(pts: np.ndarray) -> float:
+    x, y = pts[:, 0], pts[:, 1]
+    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
+
+
+def _warp(canvas: Image.Image, img: Image.Image, window: np.ndarray, H: np.ndarray, scale: float,
+          keep: np.ndarray | None = None) -> np.ndarray:
+    """Paint the ``window`` (x1, y1, x2, y2) of ``img`` mapped by ``H`` on ``canvas``, except over
+    ``keep``; return where it landed. Shrinking warps read a box-filtered reduction of ``img``."""
+    factor = max(1, int(1 / scale))
+    A = np.diag([1 / factor, 1 / factor, 1.0]) @ np.linalg.inv(H)  # canvas -> reduced source
+    coeffs = tuple(float(c) for c in (A / A[2, 2]).ravel()[:8])
+    warped = img.reduce(factor).transform(canvas.size, Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BICUBIC)
+    mask = _polygon_mask(canvas.size, _apply(H, _corners(window)))
+    paint = mask if keep is None else mask & ~keep
+    canvas.paste(warped, (0, 0), Image.fromarray(paint.astype(np.uint8) * 255))
+    return mask
+
+
+def _occlude(rng: np.random.Generator, canvas: Image.Image, photos: Photos, pool: Pool, target: np.ndarray,
+             fraction: float) -> np.ndarray:
+    """Cover about ``fraction`` of the ``target`` mask with a band from one side of its bounding box
+    (``fraction > 0.5``) or with one to three blobs inside it; return the occluders' mask."""
+    ys, xs = np.nonzero(target)
+    x1, x2, y1, y2 = float(xs.min()), float(xs.max() + 1), float(ys.min()), float(ys.max() + 1)
+    W, H = canvas.size
+    if fraction > 0.5:
+        f, side = fraction * rng.uniform(1.0, 1.1), int(rng.integers(4))
+        w, h = (x2 - x1) * f, (y2 - y1) * f
+        bands = [(x1, y1, x1 + w, y2), (x2 - w, y1, x2, y2), (x1, y1, x2, y1 + h), (x1, y2 - h, x2, y2)]
+        shapes = [("rectangle", bands[side])]
+    else:
+        n = int(rng.integers(1, 4))
+        shapes = []
+        for _ in range(n):
+            a = fraction * target.sum() / n * rng.uniform(1.0, 1.4)
+            aspect = rng.uniform(0.5, 2.0)
+            w, h = math.sqrt(a * aspect), math.sqrt(a / aspect)
+            cx, cy = x1 + rng.random() * (x2 - x1), y1 + rng.random() * (y2 - y1)
+            kind = ("rectangle", "ellipse")[int(rng.integers(2))]
+            shapes.append((kind, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)))
+    occluded = np.zeros((H, W), dtype=bool)
+    for kind, (bx1, by1, bx2, by2) in shapes:
+        m = Image.new("L", (W, H), 0)
+        getattr(ImageDraw.Draw(m), kind)([bx1, by1, max(bx2, bx1 + 1), max(by2, by1 + 1)], fill=255)
+        if rng.random() < 0.3:
+            fill = Image.new("RGB", (W, H), tuple(int(c) for c in rng.integers(0, 256, 3)))
+        else:
+            fill = _random_crop(rng, _piece(rng, photos, pool), (W, H))
+        canvas.paste(fill, (0, 0), m)
+        occluded |= np.asarray(m) > 0
+    return occluded
+
+
+def _piece(rng: np.random.Generator, photos: Photos, pool: Pool) -> Image.Image:
+    """A recoloured random crop (30-100% of each side) of a random window of the ``pool``."""
+    window = _window_of(photos, pool[int(rng.integers(len(pool)))])
+    fw, fh = rng.uniform(0.3, 1.0, 2)
+    x, y = rng.random() * (1 - fw) * window.width, rng.random() * (1 - fh) * window.height
+    box = (int(x), int(y), int(x + max(1.0, fw * window.width)), int(y + max(1.0, fh * window.height)))
+    return _recolour(rng, window.crop(box))
+
+
+def _clutter(rng: np.random.Generator, canvas: Image.Image, photos: Photos, pool: Pool,
+             keep: np.ndarray | None = None) -> None:
+    """Paint one to three large and up to four small warped pieces of the ``pool`` on ``canvas``
+    (not over ``keep``)."""
+    for area in [(0.04, 0.25)] * int(rng.integers(1, 4)) + [(0.005, 0.03)] * int(rng.integers(0, 5)):
+        _paste_piece(rng, canvas, photos, pool, area, keep)
+
+
+def _paste_piece(rng: np.random.Generator, canvas: Image.Image, photos: Photos, pool: Pool,
+                 area: tuple[float, float], keep: np.ndarray | None) -> None:
+    img = _piece(rng, photos, pool)
+    box = np.array([0.0, 0.0, *img.size])
+    centre = np.array(canvas.size) * rng.uniform(0.1, 0.9, 2)
+    H, k = _homography(rng, box, canvas.size, rng.uniform(*area), rng.uniform(-40, 40), rng.uniform(0, 0.25), centre)
+    _warp(canvas, img, box, H, k, keep)
+
+
+def _finish(rng: np.random.Generator, canvas: Image.Image, p: dict[str, Any]) -> Image.Image:
+    """Gamma, contrast and colour cast (one lookup table per channel), a light gradient, then
+    Gaussian blur and a JPEG round trip."""
+    v = np.arange(256) / 255.0
+    lut = ((v ** p["gamma"] - 0.5) * rng.uniform(0.8, 1.2) + 0.5)[None, :] * rng.uniform(0.9, 1.1, 3)[:, None]
+    out = canvas.point(np.clip(lut * 255, 0, 255).round().astype(int).ravel().tolist())
+    W, H = out.size
+    t = rng.uniform(0, 2 * math.pi)
+    ramp = ((np.arange(W)[None, :] - W / 2) * math.cos(t) + (np.arange(H)[:, None] - H / 2) * math.sin(t)) / max(W, H)
+    shade = (1 + 2 * p["light"] * ramp).astype(np.float32)[..., None]
+    out = Image.fromarray(np.clip(np.asarray(out, dtype=np.float32) * shade, 0, 255).round().astype(np.uint8))
+    if p["blur"] > 0:
+        out = out.filter(ImageFilter.GaussianBlur(p["blur"]))
+    buf = io.BytesIO()
+    out.save(buf, "JPEG", quality=int(p["jpeg"]))
+    with Image.open(buf) as im:
+        return im.convert("RGB")
+
+
+# ----------------------------------------------------------------------------- views
+
+def _params(rng: np.random.Generator, level: str) -> dict[str, Any]:
+    """Transform parameters of a ``"mild"`` view; a ``"strong"`` one pushes two changes past the
+    hard thresholds, an ``"extreme"`` one makes the object tiny or mostly hidden."""
+    p = {"area": rng.uniform(0.16, 0.5), "spread": 0.35, "rotation": rng.uniform(-15, 15),
+         "perspective": rng.uniform(0, 0.13), "margin": rng.uniform(0.05, 0.5), "cut": 0.0,
+         "occlusion": rng.uniform(0.05, 0.2) if rng.random() < 0.4 else 0.0,
+         "gamma": rng.uniform(0.7, 1.45), "blur": rng.uniform(0, 1.6), "jpeg": int(rng.integers(25, 96)),
+         "light": rng.uniform(0, 0.4)}
+    if level == "strong":
+        changes = ["occlusion", "small", "zoom", "perspective", "rotation", "photometric", "cut"]
+        for change in rng.permutation(changes)[:2]:
+            if change == "occlusion":
+                p["occlusion"] = rng.uniform(0.4, 0.65)
+            elif change == "small":
+                p["area"], p["spread"] = rng.uniform(0.05, 0.12), 0.4
+            elif change == "zoom":  # a detail: the object larger than the picture
+                p["area"], p["spread"] = rng.uniform(1.8, 3.5), 0.3
+            elif change == "perspective":
+                p["perspective"] = rng.uniform(0.18, 0.32)
+            elif change == "rotation":
+                p["rotation"] = rng.choice([-1.0, 1.0]) * rng.uniform(22, 45)
+            elif change == "photometric":  # two of: dark or washed out, blurred, blocky, unevenly lit
+                for kind in rng.permutation(["gamma", "blur", "jpeg", "light"])[:2]:
+                    p[kind] = {"gamma": rng.uniform(0.4, 0.55) if rng.random() < 0.5 else rng.uniform(1.7, 2.2),
+                               "blur": rng.uniform(2.2, 3.2), "jpeg": int(rng.integers(8, 18)),
+                               "light": rng.uniform(0.55, 0.75)}[kind]
+            else:
+                p["cut"] = rng.uniform(0.45, 0.6)
+    elif level == "extreme":
+        if rng.random() < 0.5:
+            p["area"], p["spread"] = rng.uniform(0.012, 0.04), 0.4
+        else:
+            p["occlusion"] = rng.uniform(0.75, 0.9)
+    return p
+
+
+def _window(rng: np.random.Generator, box: np.ndarray, size: tuple[int, int], margin: float, cut: float) -> np.ndarray:
+    """The source window shown: the box grown by about ``margin`` on each side, clipped to the
+    image; with ``cut``, that fraction of the box taken off one side."""
+    x1, y1, x2, y2 = box
+    bw, bh = x2 - x1, y2 - y1
+    m = margin * rng.uniform(0.5, 1.5, 4)
+    w = np.clip([x1 - m[0] * bw, y1 - m[1] * bh, x2 + m[2] * bw, y2 + m[3] * bh], 0, [size[0], size[1]] * 2)
+    if cut > 0:
+        side = int(rng.integers(4))
+        w[side] = [x1 + cut * bw, y1 + cut * bh, x2 - cut * bw, y2 - cut * bh][side]
+    return w
+
+
+def _view(rng: np.random.Generator, photos: Photos, pool: Pool, source: str, frac_box: tuple[float, ...],
+          p: dict[str, Any], size: tuple[int, int]) -> tuple[Image.Image, dict[str, Any], np.ndarray]:
+    """One picture of an object: the image, what was measured and done, and the visible-object mask."""
+    img = photos[source]
+    sw, sh = img.size
+    box = np.array(frac_box) * [sw, sh, sw, sh]
+    canvas = _background(rng, photos, pool, size)
+    centre = np.array(size) * (0.5 + rng.uniform(-p["spread"], p["spread"], 2))
+    H, k = _homography(rng, box, size, p["area"], p["rotation"], p["perspective"], centre)
+    window = _window(rng, box, (sw, sh), p["margin"], p["cut"])
+    quad = _apply(H, _corners(box))
+    obj = _polygon_mask(size, quad) & _warp(canvas, img, window, H, k)
+    if p["occlusion"] > 0 and obj.any():
+        obj &= ~_occlude(rng, canvas, photos, pool, obj, p["occlusion"])
+    _clutter(rng, canvas, photos, pool, keep=obj)
+    info = {"area": round(float(obj.sum()) / (size[0] * size[1]), 4),
+            "visible": round(min(1.0, float(obj.sum()) / _shoelace(quad)), 4),
+            "rotation": round(float(p["rotation"]), 2), "perspective": round(float(p["perspective"]), 3),
+            "blur": round(float(p["blur"]), 2), "jpeg": int(p["jpeg"]), "gamma": round(float(p["gamma"]), 3),
+            "light": round(float(p["light"]), 3)}
+    return _finish(rng, canvas, p), info, obj
+
+
+def _difficulty(v: dict[str, Any]) -> str:
+    """``"easy"``, ``"hard"`` or ``"junk"`` from a view's stored measurements (module docstring)."""
+    if v["area"] < JUNK_AREA or (v["visible"] < JUNK_VISIBLE and v["area"] < DETAIL_AREA):
+        return "junk"
+    if (v["visible"] < HARD_VISIBLE or v["area"] < HARD_AREA or abs(v["rotation"]) > HARD_ROTATION
+            or v["perspective"] > HARD_PERSPECTIVE or v["blur"] > HARD_BLUR or v["jpeg"] < HARD_JPEG
+            or not HARD_GAMMA[0] <= v["gamma"] <= HARD_GAMMA[1] or v["light"] > HARD_LIGHT or v["other_view"]):
+        return "hard"
+    return "easy"
+
+
+def _context_strip(frac_box: tuple[float, ...]) -> tuple[float, ...] | None:
+    """The widest strip of the photo beside the object box (fractions), if wide enough."""
+    x1, y1, x2, y2 = frac_box
+    width, strip = max([(x1, (0.0, 0.0, x1, 1.0)), (1 - x2, (x2, 0.0, 1.0, 1.0)),
+                        (y1, (0.0, 0.0, 1.0, y1)), (1 - y2, (0.0, y2, 1.0, 1.0))])
+    return strip if width >= _CONTEXT_STRIP else None
+
+
+def _distractor(rng: np.random.Generator, photos: Photos, pool: Pool, size: tuple[int, int]) -> Image.Image:
+    canvas = _background(rng, photos, pool, size)
+    _clutter(rng, canvas, photos, pool)
+    return _finish(rng, canvas, _params(rng, "mild"))
+
+
+def _query(rng: np.random.Generator, photos: Photos, pool: Pool, source: str, frac_box: tuple[float, ...],
+           i: int) -> tuple[Image.Image, list[int]]:
+    """Query ``i`` of an object and its ``bbx``: 0 is the source photo, the others mild views."""
+    if i == 0:
+        img = photos[source]
+        s = LONG_SIDE / max(img.size)
+        size = (round(img.size[0] * s), round(img.size[1] * s))
+        x1, y1, x2, y2 = np.array(frac_box) * [size[0], size[1], size[0], size[1]]
+        return (img.resize(size, Image.Resampling.LANCZOS),
+                [math.floor(x1), math.floor(y1), min(math.ceil(x2), size[0]), min(math.ceil(y2), size[1])])
+    p = _params(rng, "mild")
+    p.update(area=rng.uniform(0.2, 0.45), occlusion=0.0)
+    img, _, obj = _view(rng, photos, pool, source, frac_box, p, CANVASES[int(rng.integers(len(CANVASES)))])
+    ys, xs = np.nonzero(obj)
+    return img, [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _save_jpeg(img: Image.Image, path: Path) -> None:
+    img.save(path, "JPEG", quality=JPEG_QUALITY, subsampling=2, optimize=False)
+
+
+def _build(out: Path, seed: int) -> None:
+    """Draw every image from ``default_rng(seed)`` and write the set into the empty folder ``out``."""
+    rng = np.random.default_rng(seed)
+    photos = _sources()
+    # backgrounds, clutter and occluders: textures in the training split; in the test split also
+    # the training objects and the test photos' context strips (never a test object)
+    plain: Pool = [(name, (0.0, 0.0, 1.0, 1.0)) for name in _TEXTURES]
+    strips = {src[0][0]: _context_strip(src[0][1]) for _, split, src in _OBJECTS if split == "test"}
+    pools = {"train": plain, "test": plain + [src[0] for _, split, src in _OBJECTS if split == "train"]
+             + [(name, strip) for name, strip in strips.items() if strip]}
+    db: list[tuple[Image.Image, int, str, dict[str, Any] | None]] = []  # image, object, split, view
+    queries: list[tuple[Image.Image, list[int], int]] = []  # image, bbx, object
+
+    def canvas() -> tuple[int, int]:
+        return CANVASES[int(rng.integers(len(CANVASES)))]
+
+    for label, (_, split, sources) in enumerate(_OBJECTS):
+        pool = pools[split]
+        if len(sources) > 1:
+            plan = list(enumerate(_STEREO_VIEWS))
+        else:
+            plan = [(0, _TRAIN_VIEWS if split == "train" else _TEST_VIEWS)]
+        for s, counts in plan:
+            for level, n in zip(("mild", "strong", "extreme"), counts):
+                for _ in range(n):
+                    img, info, _ = _view(rng, photos, pool, *sources[s], _params(rng, level), canvas())
+                    db.append((img, label, split, {**info, "other_view": s > 0}))
+        if split == "test":
+            queries += [(*_query(rng, photos, pool, *sources[0], i), label) for i in range(_QUERIES)]
+            strip = strips[sources[0][0]]
+            for _ in range(_CONTEXT if strip else 0):
+                img = _view(rng, photos, pool, sources[0][0], strip, _params(rng, "mild"), canvas())[0]
+                db.append((img, -1, "test", None))
+    for i in range(_DISTRACTORS):
+        split = "train" if i < _TRAIN_DISTRACTORS else "test"
+        db.append((_distractor(rng, photos, pools[split], canvas()), -1, split, None))
+    db = [db[j] for j in rng.permutation(len(db))]
+    imlist = [f"db_{i:04d}" for i in range(len(db))]
+    qimlist = [f"query_{i:03d}" for i in range(len(queries))]
+    (out / "jpg").mkdir()
+    for name, img in zip(imlist + qimlist, [d[0] for d in db] + [q[0] for q in queries]):
+        _save_jpeg(img, out / "jpg" / f"{name}.jpg")
+    labels = [None if v is None else _difficulty(v) for *_, v in db]
+    gnd = [{"bbx": bbx, **{k: [i for i, (d, lab) in enumerate(zip(db, labels)) if d[1] == obj and lab == k]
+                           for k in ("easy", "hard", "junk")}} for _, bbx, obj in queries]
+    data = {
+        "imlist": imlist,
+        "qimlist": qimlist,
+        "gnd": gnd,
+        "gnd_original": [{"bbx": g["bbx"], "ok": sorted(g["easy"] + g["hard"]), "junk": g["junk"]} for g in gnd],
+        "objects": [d[1] for d in db],
+        "qobjects": [q[2] for q in queries],
+        "object_names": list(OBJECT_NAMES),
+        "split": [d[2] for d in db],
+        "views": [d[3] for d in db],
+    }
+    data = json.loads(json.dumps(data))  # plain types only; object identities (pickle memo) fixed by the text
+    with open(out / "gnd_mini.pkl", "wb") as f:
+        pickle.dump(data, f, protocol=PICKLE_PROTOCOL)
+    meta = {"images": len(imlist) + len(qimlist), "seed": seed, "version": VERSION}
+    (out / "meta.json").write_text(json.dumps(meta, sort_keys=True) + "\n")
