@@ -83,3 +83,51 @@ def test_one_query_as_a_vector():
 def test_rank_rejects(Q, X, k, name):
     with pytest.raises(ValueError, match=name):
         rank(Q, X, k=k)
+
+
+def _unit(n, d, seed):
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_flat_index_equals_exact_ranking():
+    from retrievalkit.search import Index
+
+    X, Q = _unit(2000, 32, 0), _unit(20, 32, 1)
+    scores, ids = Index("flat").add(X).search(Q, 10)
+    np.testing.assert_array_equal(ids, rank(Q, X, 10))
+    np.testing.assert_allclose(scores, np.take_along_axis(Q @ X.T, ids, axis=1), rtol=1e-5, atol=1e-6)
+    assert Index("flat").add(X).recall(Q, 10) == 1.0
+
+
+def test_ivf_and_pq_report_recall_against_exact():
+    from retrievalkit.search import Index
+
+    X, Q = _unit(4000, 32, 2), _unit(50, 32, 3)
+    ivf_all = Index("ivf", nlist=16, nprobe=16).add(X)  # every cell visited: exact
+    assert ivf_all.recall(Q, 10) == 1.0
+    ivf = Index("ivf", nlist=64, nprobe=2).add(X)
+    r = ivf.recall(Q, 10)
+    assert 0.1 < r < 1.0  # approximate: visiting 2 of 64 cells misses neighbours
+    pq = Index("ivfpq", nlist=16, nprobe=16, m=8, nbits=6).add(X)
+    assert 0.05 < pq.recall(Q, 10) < 1.0  # compressed codes: approximate even with every cell visited
+    # recall grows with nprobe
+    assert Index("ivf", nlist=64, nprobe=16).add(X).recall(Q, 10) >= r
+
+
+def test_index_rejects_bad_input():
+    from retrievalkit.search import Index
+
+    with pytest.raises(ValueError, match="kind"):
+        Index("hnsw")
+    with pytest.raises(ValueError, match="add"):
+        Index().search(_unit(2, 8, 0), 1)
+    with pytest.raises(ValueError, match="nlist"):
+        Index("ivf", nlist=100).add(_unit(50, 8, 0))
+    with pytest.raises(ValueError, match="m must divide"):
+        Index("ivfpq", nlist=4, m=3).add(_unit(500, 8, 0))
+    idx = Index().add(_unit(5, 8, 0))
+    with pytest.raises(ValueError, match="k must"):
+        idx.search(_unit(1, 8, 1), 6)
+    with pytest.raises(ValueError, match="Q must have dimension"):
+        idx.search(_unit(1, 4, 1), 1)
