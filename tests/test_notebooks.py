@@ -1,5 +1,4 @@
 """The exercise pipeline: exercises/ is generated from solutions/ and runs to NotImplementedError only."""
-import re
 from pathlib import Path
 
 import nbformat
