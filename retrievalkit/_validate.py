@@ -8,21 +8,27 @@ import numpy as np
 import torch
 
 
+def float_tensor(x: Any, name: str, ndims: tuple[int, ...], shape: str) -> torch.Tensor:
+    """A non-empty, finite, floating-point tensor with one of the ranks ``ndims`` (``shape`` names them)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape {shape}, got {type(x).__name__}")
+    if x.dim() not in ndims:
+        raise ValueError(f"{name} must have shape {shape}, got {x.dim()} dimensions {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+    finite(x, name)
+    return x
+
+
 def feature_maps(x: Any, name: str = "x", nonnegative: bool = False) -> tuple[torch.Tensor, bool]:
     """Return ``x`` as a 4-D ``(N, C, H, W)`` tensor and whether a batch axis was added.
 
     Accepts ``(C, H, W)`` or ``(N, C, H, W)`` floating-point tensors; rejects anything else,
     empty maps, NaN, and (with ``nonnegative``) negative values.
     """
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (N, C, H, W) or (C, H, W), got {type(x).__name__}")
-    if x.dim() not in (3, 4):
-        raise ValueError(f"{name} must have shape (N, C, H, W) or (C, H, W), got {x.dim()} dimensions {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.numel() == 0:
-        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
-    finite(x, name)
+    float_tensor(x, name, (3, 4), "(N, C, H, W) or (C, H, W)")
     if nonnegative and bool((x < 0).any()):
         raise ValueError(f"{name} must be non-negative (e.g. post-ReLU activations), got a minimum of {x.min().item():g}")
     squeezed = x.dim() == 3

@@ -20,26 +20,12 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from ._validate import feature_maps, finite, positive_int, unbatch
+from ._validate import feature_maps, finite, float_tensor, positive_int, unbatch
 from .crow import crow_channel_weights
 
 __all__ = ["class_activation_maps", "top_classes", "class_weighted", "aggregate_classes", "cam_boxes"]
 
 _EPS = 1e-12  # L2 normalisation is x / max(||x||, _EPS), as torch.nn.functional.normalize
-
-
-def _float_tensor(x: Any, name: str, ndims: tuple[int, ...], shape: str) -> torch.Tensor:
-    """A non-empty, finite, floating-point tensor with one of the ranks ``ndims``."""
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape {shape}, got {type(x).__name__}")
-    if x.dim() not in ndims:
-        raise ValueError(f"{name} must have shape {shape}, got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.numel() == 0:
-        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
-    finite(x, name)
-    return x
 
 
 def _class_indices(classes: Any, n_images: int, n_classes: int, device: torch.device) -> torch.Tensor:
@@ -86,7 +72,7 @@ def class_activation_maps(features: torch.Tensor, fc_weight: torch.Tensor, class
     features' dtype and device. Differentiable in ``features`` and ``fc_weight``.
     """
     x, squeezed = feature_maps(features, "features")
-    w = _float_tensor(fc_weight, "fc_weight", (2,), "(n_classes, K)")
+    w = float_tensor(fc_weight, "fc_weight", (2,), "(n_classes, K)")
     if w.shape[1] != x.shape[1]:
         raise ValueError(
             f"fc_weight must have one column per feature channel: features have K = {x.shape[1]}, "
@@ -108,7 +94,7 @@ def top_classes(logits: torch.Tensor, n: int) -> torch.Tensor:
     ``scores.argsort()[::-1][:n]`` (``torch.topk``, sorted; the order of exact ties is unspecified).
     ``1 <= n <= n_classes``.
     """
-    s = _float_tensor(logits, "logits", (1, 2), "(N, n_classes) or (n_classes,)")
+    s = float_tensor(logits, "logits", (1, 2), "(N, n_classes) or (n_classes,)")
     n = positive_int(n, "n")
     if n > s.shape[-1]:
         raise ValueError(f"n must be at most the number of classes ({s.shape[-1]}), got {n}")
@@ -129,7 +115,7 @@ def class_weighted(features: torch.Tensor, cams: torch.Tensor, channel_weights: 
     if not isinstance(channel_weights, bool):
         raise ValueError(f"channel_weights must be True or False, got {channel_weights!r}")
     x, squeezed = feature_maps(features, "features", nonnegative=channel_weights)
-    m = _float_tensor(cams, "cams", (3,) if squeezed else (4,), "(N, n, H, W) matching features (or (n, H, W))")
+    m = float_tensor(cams, "cams", (3,) if squeezed else (4,), "(N, n, H, W) matching features (or (n, H, W))")
     m = m.unsqueeze(0) if squeezed else m
     if m.shape[0] != x.shape[0] or m.shape[-2:] != x.shape[-2:]:
         raise ValueError(
@@ -157,7 +143,7 @@ def aggregate_classes(
     numpy and carries no gradient.
     """
     if isinstance(vectors, torch.Tensor):
-        v = _float_tensor(vectors, "vectors", (2, 3), "(N, n_classes, C) or (n_classes, C)")
+        v = float_tensor(vectors, "vectors", (2, 3), "(N, n_classes, C) or (n_classes, C)")
     elif isinstance(vectors, np.ndarray):
         v = vectors
         if v.ndim not in (2, 3) or v.size == 0 or v.dtype.kind != "f":
