@@ -140,6 +140,8 @@ def _roots(config: dict) -> tuple[tuple[str, str], ...]:
     library = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *site.getsitepackages()]
     roots = {os.path.realpath(p): "library" for p in library}
     roots |= {os.path.realpath(p): "course" for p in config["forbidden"]}
+    # this file is the hook itself, no secret: IPython reads it to format a refusal's traceback
+    roots[os.path.realpath(__file__)] = "library"
     return tuple(sorted(roots.items(), key=lambda r: -len(r[0])))
 
 
@@ -274,8 +276,14 @@ def _kernel(argv: list[str]) -> None:
     app.shell.keepkernel_on_exit = True  # exit() and quit() end a cell, not the kernel
     app.shell.user_ns["__rk_probe__"] = _make_probe(app.shell.user_ns, sys.stdout)
     roots = _roots(config)
-    hidden = [r for r, kind in roots if kind == "course"] + [os.path.realpath(config["workdir"])]
-    sys.path[:] = [p for p in sys.path if p and not any(_under(os.path.realpath(p), r) for r in hidden)]
+    workdir = os.path.realpath(config["workdir"])
+
+    def hidden(path: str) -> bool:  # the most specific root decides (a .venv inside the checkout stays)
+        real = os.path.realpath(path)
+        kind = next((k for r, k in roots if _under(real, r)), None)
+        return kind == "course" or _under(real, workdir)
+
+    sys.path[:] = [p for p in sys.path if p and not hidden(p)]
     import _posixsubprocess
     import subprocess
 
