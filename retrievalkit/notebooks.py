@@ -32,6 +32,7 @@ def make_exercise(solution: nbformat.NotebookNode, name: str = "notebook") -> nb
     nb = copy.deepcopy(solution)
     for i, cell in enumerate(nb.cells):
         meta = cell.metadata.get("nbgrader", {})
+        cell.metadata.pop("execution", None)  # nbclient's timestamps: volatile
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None

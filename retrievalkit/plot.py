@@ -43,14 +43,16 @@ def maps_row(maps: Sequence[Any], titles: Sequence[str], size: float = 3.0, **kw
     return fig
 
 
-def heat_over(ax: Any, image: Any, heat: Any, alpha: float = 0.5, cmap: str = "jet", title: str = "") -> None:
-    """A heat map (any size) stretched over an ``(H, W, 3)`` image."""
+def heat_over(ax: Any, image: Any, heat: Any, alpha: float = 0.5, cmap: str = "jet", title: str = "",
+              interpolation: str = "bilinear") -> None:
+    """A heat map (any size) stretched over an ``(H, W, 3)`` image (``interpolation="nearest"``
+    for labels, such as visual words or region masks, which must not be blended)."""
     img = _array(image)
     h = _array(heat)
     if img.ndim != 3 or h.ndim != 2:
         raise ValueError(f"image must be (H, W, 3) and heat (h, w), got {img.shape} and {h.shape}")
     ax.imshow(img)
-    ax.imshow(h, cmap=cmap, alpha=alpha, extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5), interpolation="bilinear")
+    ax.imshow(h, cmap=cmap, alpha=alpha, extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5), interpolation=interpolation)
     ax.set_axis_off()
     ax.set_title(title)
 

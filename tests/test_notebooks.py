@@ -43,6 +43,7 @@ def test_exercises_hide_the_answers_and_lock_the_checks():
                 assert meta["locked"] and cell.metadata["editable"] is False and cell.metadata["deletable"] is False
             if cell.cell_type == "code":
                 assert cell.outputs == [] and cell.execution_count is None
+            assert "execution" not in cell.metadata  # no volatile timestamps
         # grade ids are unique, schema 3, as nbgrader requires
         ids = [c.metadata["nbgrader"]["grade_id"] for c in solved.cells if "nbgrader" in c.metadata]
         assert len(ids) == len(set(ids))
