@@ -53,7 +53,9 @@ def main(argv: list[str]) -> int:
     install()
     command, extra = argv[0], argv[1:]
     if command == "lab":
-        args = [str(PYTHON), "-m", "jupyter", "lab", "--notebook-dir", str(ROOT), *extra]
+        args = [str(PYTHON), "-m", "jupyter", "lab", f"--ServerApp.root_dir={ROOT}", *extra]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers and CI machines often run as root
+            args.append("--allow-root")
     else:
         args = [str(PYTHON), "-m", "pytest", *(extra or ["-n", "auto"])]
     return subprocess.call(args, cwd=ROOT)
