@@ -54,6 +54,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
+from ._batching import rows_by_shape
 from ._validate import positive_int, positive_number
 from .models import _resized_hw
 
@@ -439,25 +440,11 @@ def pool_maps(maps: Sequence[torch.Tensor], pool: Pool, batch_size: int = 64) ->
     if not callable(pool):
         raise ValueError(f"pool must be a callable mapping (N, K, H, W) maps to (N, D), got {type(pool).__name__}")
     batch_size = positive_int(batch_size, "batch_size")
-    groups: dict[tuple[int, ...], list[int]] = {}
     for i, m in enumerate(maps):
         if not isinstance(m, torch.Tensor) or m.dim() != 3:
             raise ValueError(f"maps[{i}] must be a (K, h, w) tensor, got {getattr(m, 'shape', type(m))}")
-        groups.setdefault(tuple(m.shape), []).append(i)
-    order, rows = [], []
     with torch.inference_mode():
-        for members in groups.values():
-            for start in range(0, len(members), batch_size):
-                chunk = members[start : start + batch_size]
-                v = pool(torch.stack([maps[i] for i in chunk]).float())
-                if not isinstance(v, torch.Tensor) or v.dim() != 2 or v.shape[0] != len(chunk):
-                    raise ValueError(f"pool must map (N, K, H, W) maps to (N, D) descriptors, got {getattr(v, 'shape', type(v))}")
-                order += chunk
-                rows.append(_l2n(v.float()))
-    out = torch.cat(rows)
-    position = torch.empty(len(order), dtype=torch.long)
-    position[torch.tensor(order)] = torch.arange(len(order))
-    return out[position]
+        return _l2n(rows_by_shape([m.float() for m in maps], pool, batch_size, "pool").float())
 
 
 def dataset_maps(

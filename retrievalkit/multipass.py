@@ -7,11 +7,11 @@ patch descriptors into one global descriptor: more passes, more time, sometimes 
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Callable, Sequence
 
 import torch
 
+from ._batching import rows_by_shape
 from ._validate import positive_int
 
 __all__ = ["patch_descriptors", "multi_pass"]
@@ -41,24 +41,8 @@ def patch_descriptors(
     """
     _check(image, boxes)
     batch_size = positive_int(batch_size, "batch_size")
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, (x1, y1, x2, y2) in enumerate(boxes):
-        groups[(y2 - y1, x2 - x1)].append(i)
-    order: list[int] = []
-    outputs = []
-    for members in groups.values():
-        for start in range(0, len(members), batch_size):
-            chunk = members[start : start + batch_size]
-            crops = torch.stack([image[:, boxes[i][1] : boxes[i][3], boxes[i][0] : boxes[i][2]] for i in chunk])
-            out = embed(crops)
-            if out.dim() != 2 or out.shape[0] != len(chunk):
-                raise ValueError(f"embed must map a batch of {len(chunk)} crops to ({len(chunk)}, D), got {tuple(out.shape)}")
-            order += chunk
-            outputs.append(out)
-    stacked = torch.cat(outputs)
-    position = torch.empty(len(order), dtype=torch.long)
-    position[torch.tensor(order)] = torch.arange(len(order))
-    return stacked[position.to(stacked.device)]
+    crops = [image[:, y1:y2, x1:x2] for x1, y1, x2, y2 in boxes]  # views, no copies
+    return rows_by_shape(crops, embed, batch_size, "embed")
 
 
 def multi_pass(
