@@ -98,14 +98,22 @@ def _float64(x: torch.Tensor) -> np.ndarray:
 # Whitening
 
 
-def _eig_descending(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (descending) and eigenvectors (columns) of a symmetric matrix.
+def _eig_descending(Z: np.ndarray, all_axes: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending) and eigenvectors (columns) of ``Z^T Z`` for a data matrix ``Z`` ``(N, D)``.
 
-    Signs are made deterministic: the largest-magnitude component of each eigenvector is positive
-    (first one on ties), the rule of scikit-learn's ``svd_flip`` for ``PCA.components_``.
+    With fewer rows than columns and ``all_axes=False``, only the ``N`` leading pairs come back,
+    from the thin SVD of ``Z`` (``Z^T Z`` has rank at most ``N``): the same values and vectors as the
+    ``D x D`` eigendecomposition, in ``O(N^2 D)`` instead of ``O(D^3)``. Signs are made
+    deterministic: the largest-magnitude component of each eigenvector is positive (first one on
+    ties), the rule of scikit-learn's ``svd_flip`` for ``PCA.components_``.
     """
-    eigval, eigvec = np.linalg.eigh((C + C.T) / 2)
-    eigval, eigvec = eigval[::-1], eigvec[:, ::-1]
+    if Z.shape[0] < Z.shape[1] and not all_axes:
+        _, s, Vt = np.linalg.svd(Z, full_matrices=False)
+        eigval, eigvec = s**2, Vt.T
+    else:
+        C = Z.T @ Z
+        eigval, eigvec = np.linalg.eigh((C + C.T) / 2)
+        eigval, eigvec = eigval[::-1], eigvec[:, ::-1]
     peak = eigvec[np.abs(eigvec).argmax(axis=0), np.arange(eigvec.shape[1])]
     return eigval, eigvec * np.sign(peak)
 
@@ -174,7 +182,8 @@ class PCAWhitening(_Whitening):
         N, D = X64.shape
         mean = X64.mean(axis=0)
         Xc = X64 - mean
-        eigval, eigvec = _eig_descending(Xc.T @ Xc / N)
+        eigval, eigvec = _eig_descending(Xc, all_axes=False)
+        eigval = eigval / N
         rank = int((eigval > eigval[0] * D * np.finfo(np.float64).eps).sum()) if eigval[0] > 0 else 0
         if rank == 0:
             raise ValueError("X must not be constant: every row is the same, nothing to whiten")
@@ -214,7 +223,7 @@ class LearnedWhitening(_Whitening):
         diff = X64[q] - X64[p]
         P1 = np.linalg.inv(_cholesky(diff.T @ diff / q.size))
         Z = (X64 - mean) @ P1.T
-        _, eigvec = _eig_descending(Z.T @ Z)
+        _, eigvec = _eig_descending(Z, all_axes=self.dim is None or self.dim > N)
         self.mean_ = mean
         self.P_ = (eigvec.T @ P1)[: D if self.dim is None else self.dim]
         return self

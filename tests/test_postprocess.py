@@ -87,6 +87,20 @@ def test_pca_keeps_only_the_rank_and_rejects_more():
         pp.PCAWhitening(dim=5).fit(X)
 
 
+def test_fewer_rows_than_dimensions_give_the_same_whitening_as_the_full_eigendecomposition():
+    # N < D takes the thin SVD of the data; compare with numpy's eigh of the D x D covariance
+    X = correlated(30, 80, 11)
+    w = pp.PCAWhitening(dim=12).fit(X)
+    lam, E = np.linalg.eigh(population_cov(X))
+    lam, E = lam[::-1][:12], E[:, ::-1][:, :12]
+    np.testing.assert_allclose(w.eigvals_, lam, rtol=1e-9)
+    np.testing.assert_allclose(np.abs(w.P_), np.abs((E / np.sqrt(lam)).T), atol=1e-8)
+    Xq, qi, pi = lw_data(2, n=120, d=150)  # 50 pairs: S gets a ridge
+    with pytest.warns(RuntimeWarning, match="not positive definite"):
+        full, short = pp.LearnedWhitening().fit(Xq, qi, pi), pp.LearnedWhitening(dim=20).fit(Xq, qi, pi)
+    np.testing.assert_allclose(short.P_, full.P_[:20], atol=1e-6 * np.abs(full.P_[:20]).max())
+
+
 def cirtorch_whitenlearn(X, qidxs, pidxs):
     """cirtorch utils/whiten.py::whitenlearn, columns convention, written out step by step."""
     X = X.T
