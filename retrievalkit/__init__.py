@@ -7,9 +7,17 @@ scikit-learn until they are needed.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 __version__ = "0.1.0"
+
+# torch and faiss each bring their own OpenMP runtime (two libgomp copies). With the default
+# wait policy, faiss's idle threads spin on the cores torch needs: on a 2-core CPU the
+# network and pooling ran 5-10x slower once faiss had been used (notebook 10: 102 s -> 8 s).
+# Idle threads that sleep cost nothing here. Read when faiss (imported lazily) loads; a value
+# the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _SUBMODULES = (
     "pooling",
@@ -21,6 +29,7 @@ _SUBMODULES = (
     "encoding",
     "postprocess",
     "losses",
+    "finetune",
     "salient",
     "evaluate",
     "search",
@@ -32,6 +41,7 @@ _SUBMODULES = (
     "checks",
     "plot",
     "notebooks",
+    "bench",
 )
 __all__ = [*_SUBMODULES, "__version__"]
 

@@ -58,3 +58,19 @@ def test_the_ci_script_runs_the_readme_test_command():
     commands = [line for line in first_block.splitlines() if line.strip() and not line.startswith("#")]
     assert commands == ["python3 course.py lab", "python3 course.py test"]
     assert "python3 course.py test" in (ROOT / ".ci" / "run").read_text()
+
+
+def _wait_policy(env):
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, retrievalkit; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_importing_the_package_makes_idle_openmp_threads_sleep_unless_the_user_chose():
+    # torch and faiss ship two OpenMP runtimes; spinning faiss threads starve torch on few cores
+    assert _wait_policy({"OMP_WAIT_POLICY": None}) == "PASSIVE"
+    assert _wait_policy({"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
