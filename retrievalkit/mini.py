@@ -76,7 +76,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = ["build_mini", "VERSION", "OBJECT_NAMES"]
+__all__ = ["build_mini", "training_views", "VERSION", "OBJECT_NAMES"]
 
 VERSION = 2  # of the generator: bumped whenever its output changes, so that cached sets are rebuilt
 LONG_SIDE = 320
@@ -490,6 +490,36 @@ def _query(rng: np.random.Generator, photos: Photos, pool: Pool, source: str, fr
 
 
 # ----------------------------------------------------------------------------- writing
+
+def training_views(n_objects: int = 48, views: int = 4, seed: int = 1) -> tuple[list[Image.Image], np.ndarray]:
+    """Fine-tuning data drawn like the benchmark's views, from training photos only.
+
+    Each of ``n_objects`` pseudo-objects is a random window (15-60% of each side) of one of the
+    training objects' photos or of the textures (never a test object, never a test photo);
+    ``views`` pictures of it are drawn exactly as the database views are (warp, background,
+    occluders, clutter, photometric changes; one in three strong), on training backgrounds.
+    Returns the images and their object labels ``(n_objects * views,)``, object-major.
+    Deterministic for a ``seed``.
+    """
+    for value, name in ((n_objects, "n_objects"), (views, "views")):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < (2 if name == "views" else 1):
+            raise ValueError(f"{name} must be an integer >= {2 if name == 'views' else 1}, got {value!r}")
+    rng = np.random.default_rng(seed)
+    photos = _sources()
+    pool: Pool = [(name, (0.0, 0.0, 1.0, 1.0)) for name in _TEXTURES]
+    sources = [src[0][0] for _, split, src in _OBJECTS if split == "train"] + list(_TEXTURES)
+    images, labels = [], []
+    for label in range(n_objects):
+        source = sources[int(rng.integers(len(sources)))]
+        w, h = rng.uniform(0.15, 0.6, 2)
+        x, y = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
+        for v in range(views):
+            level = "strong" if rng.random() < 1 / 3 else "mild"
+            size = CANVASES[int(rng.integers(len(CANVASES)))]
+            images.append(_view(rng, photos, pool, source, (x, y, x + w, y + h), _params(rng, level), size)[0])
+            labels.append(label)
+    return images, np.array(labels)
+
 
 def _save_jpeg(img: Image.Image, path: Path) -> None:
     img.save(path, "JPEG", quality=JPEG_QUALITY, subsampling=2, optimize=False)

@@ -1,0 +1,162 @@
+"""Fine-tuning a retrieval head on a frozen backbone: tuples, hard negatives, the training loop.
+
+The head is cirtorch's (Radenović, Tolias & Chum, TPAMI 2018) without the backbone: GeM pooling
+with a learnable ``p``, L2, a fully connected "whitening" layer initialised to the identity (so an
+untrained head *is* off-the-shelf GeM), L2. Training data are feature maps of training images
+(never the evaluation queries) with integer labels: equal labels show the same object;
+a negative label marks a distractor (never an anchor or a positive, always a possible negative).
+
+Two ways of tuning (seed 001):
+
+* **verification**: tuples ``(anchor, positive, n hardest negatives)`` re-mined every epoch
+  with the current head (:func:`retrievalkit.losses.hard_negatives`), and the contrastive loss
+  over the pairs ``(a, p)`` (``y = 1``) and ``(a, n_i)`` (``y = 0``), or the triplet loss over
+  ``(a, p, n_i)``; cirtorch sums its loss over a tuple, so the loss of an epoch is the mean over
+  anchors of the sum over their pairs (or triplets);
+* **classification**: a linear classifier over the labels on top of the head, cross-entropy;
+  the classifier is thrown away and the head's vector is the descriptor.
+
+Full-batch Adam: the frozen backbone leaves a few hundred small maps, one step per epoch.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import losses
+from ._batching import rows_by_shape
+from ._validate import nonnegative_number, positive_int, positive_number
+from .pooling import GeM
+
+__all__ = ["GeMHead", "embed", "mine_tuples", "train"]
+
+LOSSES = ("contrastive", "triplet", "classification")
+
+
+class GeMHead(nn.Module):
+    """``l2n(W l2n(GeM_p(x)))`` with ``W`` ``(channels, channels)`` initialised to the identity and
+    ``p`` learnable (initial 3): at initialisation exactly the off-the-shelf GeM descriptor."""
+
+    def __init__(self, channels: int, p: float = 3.0) -> None:
+        super().__init__()
+        self.gem = GeM(p=p, learnable=True)
+        self.whiten = nn.Linear(positive_int(channels, "channels"), channels, bias=False)
+        with torch.no_grad():
+            self.whiten.weight.copy_(torch.eye(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.whiten(F.normalize(self.gem(x), dim=-1)), dim=-1)
+
+
+def embed(head: nn.Module, maps: Sequence[torch.Tensor], batch_size: int = 64) -> torch.Tensor:
+    """``head`` on a list of ``(K, h, w)`` maps of any sizes -> ``(N, D)``; same-size maps are
+    batched together. Keeps the autograd graph (call it under ``torch.no_grad()`` to evaluate)."""
+    if isinstance(maps, torch.Tensor) or len(maps) == 0:
+        raise ValueError("maps must be a non-empty list of (K, h, w) tensors")
+    return rows_by_shape([m.float() for m in maps], head, positive_int(batch_size, "batch_size"), "head")
+
+
+def _labels(labels: Any, n: int) -> np.ndarray:
+    arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if arr.shape != (n,) or arr.dtype.kind not in "iu":
+        raise ValueError(f"labels must be {n} integers (one per map), got {getattr(arr, 'shape', None)} of {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+def mine_tuples(
+    descriptors: torch.Tensor, labels: Any, n_negatives: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training tuples: ``(anchors (A,), positives (A,), negatives (A, n))`` as row indices.
+
+    Every item whose label (>= 0) is shared by another item is an anchor; its positive is one of
+    the others of its label, drawn from ``rng``; its negatives are the ``n_negatives`` items of
+    other labels (distractors included) nearest to it, hardest first.
+    """
+    labels = _labels(labels, descriptors.shape[0])
+    same = labels[:, None] == labels[None, :]
+    anchors = np.flatnonzero((labels >= 0) & (same.sum(axis=1) > 1))
+    if anchors.size == 0:
+        raise ValueError("labels must give at least one object two items (an anchor and its positive)")
+    others = [np.flatnonzero(same[a] & (np.arange(len(labels)) != a)) for a in anchors]
+    positives = np.array([rng.choice(o) for o in others])
+    negatives = losses.hard_negatives(descriptors[anchors], descriptors, [np.flatnonzero(same[a]) for a in anchors],
+                                      positive_int(n_negatives, "n_negatives"))
+    return anchors, positives, np.asarray(negatives.cpu() if isinstance(negatives, torch.Tensor) else negatives)
+
+
+def _verification_loss(E: torch.Tensor, tuples: tuple[np.ndarray, np.ndarray, np.ndarray], loss: str, margin: float) -> torch.Tensor:
+    a, p, n = (torch.from_numpy(t) for t in tuples)
+    k = n.shape[1]
+    if loss == "contrastive":
+        pairs = torch.cat([losses.contrastive_loss(E[a], E[p], torch.ones(len(a)), margin, reduction="none")[:, None],
+                           losses.contrastive_loss(E[a].repeat_interleave(k, 0), E[n.reshape(-1)], torch.zeros(len(a) * k),
+                                               margin, reduction="none").view(-1, k)], dim=1)
+    else:
+        pairs = losses.triplet_loss(E[a].repeat_interleave(k, 0), E[p].repeat_interleave(k, 0), E[n.reshape(-1)], margin,
+                                    reduction="none").view(-1, k)
+    return pairs.sum(dim=1).mean()
+
+
+def train(
+    head: nn.Module,
+    maps: Sequence[torch.Tensor],
+    labels: Any,
+    loss: str = "contrastive",
+    *,
+    epochs: int = 30,
+    lr: float = 1e-4,
+    margin: float = 0.7,
+    n_negatives: int = 5,
+    scale: float = 16.0,
+    seed: int = 0,
+    time_limit: float | None = None,
+) -> list[float]:
+    """Train ``head`` in place on ``maps`` with ``labels``; returns the loss of each epoch.
+
+    ``loss``: ``"contrastive"`` (the slides' form, ``margin`` on the squared distance),
+    ``"triplet"`` (``margin`` on the difference of squared distances) or ``"classification"``
+    (cross-entropy over the non-negative labels of ``scale * cos(e, w_c)``: a cosine classifier,
+    thrown away after training). Adam, one full-batch step per epoch; tuples are re-mined
+    with the current head before each step. Stops early once ``time_limit`` seconds have passed.
+    Deterministic for a ``seed`` (torch's generator for the classifier, numpy's for positives).
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    labels = _labels(labels, len(maps))
+    epochs, lr, margin = positive_int(epochs, "epochs"), positive_number(lr, "lr"), nonnegative_number(margin, "margin")
+    limit = None if time_limit is None else positive_number(time_limit, "time_limit")
+    rng = np.random.default_rng(seed)
+    params = list(head.parameters())
+    if loss == "classification":
+        known = labels >= 0
+        classes, target = np.unique(labels[known], return_inverse=True)
+        if classes.size < 2:
+            raise ValueError("labels must hold at least two classes (>= 0) for classification")
+        dim = embed(head, maps[:1]).shape[1]
+        generator = torch.Generator().manual_seed(seed)
+        classifier = nn.Parameter(F.normalize(torch.randn(classes.size, dim, generator=generator), dim=1))
+        params.append(classifier)
+        target_t = torch.from_numpy(target)
+        rows = torch.from_numpy(np.flatnonzero(known))
+    optimiser = torch.optim.Adam(params, lr=lr)
+    history: list[float] = []
+    start = time.monotonic()
+    for _ in range(epochs):
+        E = embed(head, maps)
+        if loss == "classification":
+            value = F.cross_entropy(positive_number(scale, "scale") * E[rows] @ F.normalize(classifier, dim=1).T, target_t)
+        else:
+            value = _verification_loss(E, mine_tuples(E.detach(), labels, n_negatives, rng), loss, margin)
+        optimiser.zero_grad()
+        value.backward()
+        optimiser.step()
+        history.append(float(value.detach()))
+        if limit is not None and time.monotonic() - start > limit:
+            break
+    return history

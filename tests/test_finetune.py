@@ -1,0 +1,100 @@
+"""Fine-tuning a GeM head on frozen maps: the head, the tuples, the training loop."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from retrievalkit import finetune, mini, pooling
+
+
+def maps_of(labels, C=12, seed=0):
+    """Maps of three sizes; items of one label share a pattern of channels, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    patterns = torch.rand(max(labels) + 2, C, 1, 1, generator=g) ** 4
+    out = []
+    for i, lab in enumerate(labels):
+        h, w = [(3, 4), (4, 4), (5, 3)][i % 3]
+        out.append(patterns[lab] * torch.rand(C, h, w, generator=g) + 0.3 * torch.rand(C, h, w, generator=g))
+    return out
+
+
+def test_an_untrained_head_is_off_the_shelf_gem():
+    maps = maps_of([0, 0, 1, 1, 2])
+    head = finetune.GeMHead(12)
+    with torch.no_grad():
+        ours = finetune.embed(head, maps)
+    expected = torch.cat([F.normalize(pooling.gem(m[None], p=3.0), dim=1) for m in maps])
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6)
+    assert head.gem.p.requires_grad and head.whiten.weight.requires_grad
+
+
+def test_tuples_pair_each_anchor_with_its_object_and_its_hardest_other_items():
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 0, 0, 1, 1, -1, -1, 2])  # distractors (-1) and a lone item (2): never anchors
+    D = F.normalize(torch.randn(8, 5, generator=torch.Generator().manual_seed(1)), dim=1)
+    a, p, n = finetune.mine_tuples(D, labels, 3, rng)
+    assert a.tolist() == [0, 1, 2, 3, 4]
+    assert all(labels[i] == labels[j] and i != j for i, j in zip(a, p))
+    S = (D @ D.T).numpy()
+    for i, negs in zip(a, n):  # brute force: the 3 most similar items of another label, most similar first
+        others = [j for j in range(8) if labels[j] != labels[i]]
+        assert negs.tolist() == sorted(others, key=lambda j: -S[i, j])[:3]
+
+
+@pytest.mark.parametrize("loss, margin", [("contrastive", 0.7), ("triplet", 0.1), ("classification", 0.0)])
+def test_training_lowers_the_loss_and_separates_the_objects(loss, margin):
+    labels = [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, -1, -1]
+    maps = maps_of(labels, seed=2)
+    head = finetune.GeMHead(12)
+    lab = np.array(labels)
+
+    def margin_gap():  # mean similarity to the same object minus to the others, over the objects' items
+        with torch.no_grad():
+            E = finetune.embed(head, maps)
+        S, same = E @ E.T, torch.from_numpy(lab[:, None] == lab[None, :])
+        keep = torch.from_numpy(lab >= 0)
+        pos = (same & ~torch.eye(len(lab), dtype=torch.bool))[keep]
+        return float(S[keep][pos].mean() - S[keep][~same[keep]].mean())
+
+    before = margin_gap()
+    history = finetune.train(head, maps, lab, loss, epochs=40, lr=1e-2, margin=margin, n_negatives=3, seed=0)
+    assert len(history) == 40 and history[-1] < 0.7 * history[0]
+    assert margin_gap() > before
+
+
+def test_training_is_deterministic_for_a_seed_and_stops_at_the_time_limit():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    maps = maps_of(labels.tolist(), seed=3)
+    runs = []
+    for _ in range(2):
+        head = finetune.GeMHead(12)
+        runs.append(finetune.train(head, maps, labels, "contrastive", epochs=5, lr=1e-2, n_negatives=3, seed=7))
+    assert runs[0] == runs[1]
+    assert len(finetune.train(finetune.GeMHead(12), maps, labels, epochs=50, n_negatives=3, time_limit=1e-9)) == 1
+
+
+def test_bad_training_input_names_the_argument():
+    maps = maps_of([0, 0, 1, 1])
+    head = finetune.GeMHead(12)
+    with pytest.raises(ValueError, match="loss"):
+        finetune.train(head, maps, [0, 0, 1, 1], "hinge")
+    with pytest.raises(ValueError, match="labels"):
+        finetune.train(head, maps, [0, 0, 1])
+    with pytest.raises(ValueError, match="labels"):
+        finetune.train(head, maps, [0, 1, 2, 3])  # no object seen twice: no anchor
+    with pytest.raises(ValueError, match="labels"):
+        finetune.train(head, maps, [0, 0, -1, -1], "classification")
+    with pytest.raises(ValueError, match="maps"):
+        finetune.embed(head, [])
+
+
+def test_training_views_are_deterministic_object_major_and_benchmark_sized():
+    images, labels = mini.training_views(n_objects=3, views=2, seed=5)
+    again, _ = mini.training_views(n_objects=3, views=2, seed=5)
+    assert labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert all(im.size in mini.CANVASES for im in images)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, again))
+    other, _ = mini.training_views(n_objects=3, views=2, seed=6)
+    assert not np.array_equal(np.asarray(images[0]), np.asarray(other[0]))
+    with pytest.raises(ValueError, match="views"):
+        mini.training_views(views=1)
