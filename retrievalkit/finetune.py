@@ -16,12 +16,15 @@ Two ways of tuning (seed 001):
 * **classification**: a linear classifier over the labels on top of the head, cross-entropy;
   the classifier is thrown away and the head's vector is the descriptor.
 
-Full-batch Adam: the frozen backbone leaves a few hundred small maps, one step per epoch.
+Full-batch Adam: the frozen backbone leaves a few hundred small maps, one step per epoch. The
+number of epochs is chosen on a *validation* set of training objects (:func:`validation_map`),
+never on the evaluation queries: :func:`train` keeps the head of the best validation epoch.
 """
 from __future__ import annotations
 
+import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,12 +32,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import losses
+from . import evaluate, losses, search
 from ._batching import rows_by_shape
 from ._validate import nonnegative_number, positive_int, positive_number
 from .pooling import GeM
 
-__all__ = ["GeMHead", "embed", "mine_tuples", "train"]
+__all__ = ["GeMHead", "embed", "mine_tuples", "validation_map", "train"]
 
 LOSSES = ("contrastive", "triplet", "classification")
 
@@ -90,6 +93,18 @@ def mine_tuples(
     return anchors, positives, np.asarray(negatives.cpu() if isinstance(negatives, torch.Tensor) else negatives)
 
 
+def validation_map(head: nn.Module, maps: Sequence[torch.Tensor], labels: Any) -> float:
+    """mAP (%) of ``head`` on held-out training objects: each item queries all the others, the
+    items of its label (>= 0) are its positives, itself is ignored (junk); trapezoid AP as
+    :func:`retrievalkit.evaluate.mean_average_precision`."""
+    labels = _labels(labels, len(maps))
+    with torch.no_grad():
+        E = embed(head, maps)
+    gnd = [{"ok": np.flatnonzero((labels == lab) & (np.arange(len(labels)) != i)).tolist() if lab >= 0 else [], "junk": [i]}
+           for i, lab in enumerate(labels)]
+    return 100 * evaluate.mean_average_precision(search.rank(E, E), gnd)[0]
+
+
 def _verification_loss(E: torch.Tensor, tuples: tuple[np.ndarray, np.ndarray, np.ndarray], loss: str, margin: float) -> torch.Tensor:
     a, p, n = (torch.from_numpy(t) for t in tuples)
     k = n.shape[1]
@@ -116,8 +131,14 @@ def train(
     scale: float = 16.0,
     seed: int = 0,
     time_limit: float | None = None,
-) -> list[float]:
-    """Train ``head`` in place on ``maps`` with ``labels``; returns the loss of each epoch.
+    validate: Callable[[nn.Module], float] | None = None,
+) -> dict[str, list[float]]:
+    """Train ``head`` in place on ``maps`` with ``labels``.
+
+    Returns ``{"loss": [...], "val": [...]}``: the loss of each epoch and, with ``validate`` (a
+    score of the head, higher is better, e.g. :func:`validation_map` on held-out objects), its
+    score before training and after each epoch; the head is then left at its best epoch
+    (early stopping; the untrained head if no epoch beats it).
 
     ``loss``: ``"contrastive"`` (the slides' form, ``margin`` on the squared distance),
     ``"triplet"`` (``margin`` on the difference of squared distances) or ``"classification"``
@@ -145,7 +166,10 @@ def train(
         target_t = torch.from_numpy(target)
         rows = torch.from_numpy(np.flatnonzero(known))
     optimiser = torch.optim.Adam(params, lr=lr)
-    history: list[float] = []
+    history: dict[str, list[float]] = {"loss": [], "val": []}
+    if validate is not None:
+        history["val"].append(float(validate(head)))
+        best = copy.deepcopy(head.state_dict())
     start = time.monotonic()
     for _ in range(epochs):
         E = embed(head, maps)
@@ -156,7 +180,13 @@ def train(
         optimiser.zero_grad()
         value.backward()
         optimiser.step()
-        history.append(float(value.detach()))
+        history["loss"].append(float(value.detach()))
+        if validate is not None:
+            history["val"].append(float(validate(head)))
+            if history["val"][-1] > max(history["val"][:-1]):
+                best = copy.deepcopy(head.state_dict())
         if limit is not None and time.monotonic() - start > limit:
             break
+    if validate is not None:
+        head.load_state_dict(best)
     return history

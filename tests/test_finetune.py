@@ -58,7 +58,7 @@ def test_training_lowers_the_loss_and_separates_the_objects(loss, margin):
 
     before = margin_gap()
     history = finetune.train(head, maps, lab, loss, epochs=40, lr=1e-2, margin=margin, n_negatives=3, seed=0)
-    assert len(history) == 40 and history[-1] < 0.7 * history[0]
+    assert len(history["loss"]) == 40 and history["loss"][-1] < 0.7 * history["loss"][0]
     assert margin_gap() > before
 
 
@@ -70,7 +70,7 @@ def test_training_is_deterministic_for_a_seed_and_stops_at_the_time_limit():
         head = finetune.GeMHead(12)
         runs.append(finetune.train(head, maps, labels, "contrastive", epochs=5, lr=1e-2, n_negatives=3, seed=7))
     assert runs[0] == runs[1]
-    assert len(finetune.train(finetune.GeMHead(12), maps, labels, epochs=50, n_negatives=3, time_limit=1e-9)) == 1
+    assert len(finetune.train(finetune.GeMHead(12), maps, labels, epochs=50, n_negatives=3, time_limit=1e-9)["loss"]) == 1
 
 
 def test_bad_training_input_names_the_argument():
@@ -98,3 +98,31 @@ def test_training_views_are_deterministic_object_major_and_benchmark_sized():
     assert not np.array_equal(np.asarray(images[0]), np.asarray(other[0]))
     with pytest.raises(ValueError, match="views"):
         mini.training_views(views=1)
+
+
+def test_validation_map_by_hand_and_early_stopping_keeps_the_best_epoch():
+    # 4 items: 0 and 1 one object, 2 and 3 another; one-hot maps make the ranking obvious
+    maps = [torch.zeros(4, 2, 2) for _ in range(4)]
+    for m, ch in zip(maps, [0, 0, 1, 2]):
+        m[ch] = 1.0
+    maps[2][3] = 0.5  # 2 and 3 share a weaker channel: 3's nearest other item is 2
+    maps[3][3] = 0.5
+    head = finetune.GeMHead(4)
+    # 0 -> 1 first (AP 1), 1 -> 0 first (AP 1), 2 -> 3 first (AP 1), 3 -> 2 first (AP 1)
+    assert finetune.validation_map(head, maps, [0, 0, 1, 1]) == pytest.approx(100.0)
+    # with 2 and 3 labelled apart, 0 and 1 still find each other, 2 and 3 have no positive: left out
+    assert finetune.validation_map(head, maps, [0, 0, -1, -1]) == pytest.approx(100.0)
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    train_maps = maps_of(labels.tolist(), seed=4)
+    scores = iter([5.0, 7.0, 9.0, 6.0, 1.0])  # before training, then after each of 4 epochs
+    snapshots = []
+
+    def validate(h):
+        snapshots.append(h.whiten.weight.detach().clone())
+        return next(scores)
+
+    head = finetune.GeMHead(12)
+    history = finetune.train(head, train_maps, labels, epochs=4, lr=1e-2, n_negatives=3, validate=validate)
+    assert history["val"] == [5.0, 7.0, 9.0, 6.0, 1.0]
+    torch.testing.assert_close(head.whiten.weight, snapshots[2])  # the head of epoch 2, the best
+    assert not torch.equal(snapshots[2], snapshots[4])
