@@ -43,7 +43,6 @@ import functools
 import io
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from typing import Any
 import torch
 
 from . import cam, crow, datasets, encoding, evaluate, extract, models, pooling, postprocess, regions, search
+from ._atomic import write_atomic
 from ._batching import rows_by_shape
 
 __all__ = ["BENCHMARKS", "METHODS", "VARIANTS", "PUBLISHED", "COLUMNS", "run", "markdown", "write_table"]
@@ -304,17 +304,6 @@ def markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] = COLUMNS) -
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_table(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``bench.csv`` (every column, full precision) and ``bench.md`` (:func:`markdown`) into
     ``out_dir`` (created), each atomically (a temporary file, then ``os.replace``) -> their paths."""
@@ -327,6 +316,6 @@ def write_table(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -> t
     writer.writeheader()
     writer.writerows(rows)
     csv_path, md_path = folder / "bench.csv", folder / "bench.md"
-    _write_atomic(csv_path, buffer.getvalue())
-    _write_atomic(md_path, markdown(rows))
+    write_atomic(csv_path, buffer.getvalue().encode("utf-8"))
+    write_atomic(md_path, markdown(rows).encode("utf-8"))
     return csv_path, md_path

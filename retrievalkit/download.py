@@ -25,6 +25,8 @@ import pooch
 import requests
 from tqdm.auto import tqdm
 
+from ._atomic import write_atomic
+
 __all__ = [
     "Remote",
     "REGISTRY",
@@ -92,24 +94,6 @@ class DownloadError(ConnectionError):
 
 class UnsafeArchiveError(ValueError):
     """An archive member would be written outside the destination (or is a link or device)."""
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
-
-    Readers see the old file or the new one, never half of it.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 class _ResumingDownloader:

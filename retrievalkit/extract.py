@@ -35,7 +35,6 @@ import hashlib
 import math
 import os
 import re
-import tempfile
 import types
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -54,6 +53,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
+from ._atomic import write_atomic
 from ._batching import rows_by_shape
 from ._validate import positive_int, positive_number
 from .models import _resized_hw
@@ -342,17 +342,6 @@ def _cache_file(
     return folder / f"{name}-{digest}.npy"
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def descriptors(
     model: nn.Module,
     images: Sequence[str | os.PathLike | Image.Image],
@@ -399,7 +388,7 @@ def descriptors(
             rows.update(zip(idx, v))
     X = torch.stack([rows[i] for i in range(len(rows))])
     if path is not None:
-        _save_atomic(path, X.numpy())
+        write_atomic(path, lambda f: np.save(f, X.numpy()))
     return X
 
 
@@ -486,13 +475,6 @@ def dataset_maps(
     if path is None:
         return qmaps, xmaps
     stored = {"queries": [m.half() for m in qmaps], "database": [m.half() for m in xmaps]}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(stored, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: torch.save(stored, f))
     # the same (float16-rounded) values whether they come from the cache or not
     return [m.float() for m in stored["queries"]], [m.float() for m in stored["database"]]

@@ -10,6 +10,7 @@ import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 
 from retrievalkit import download as D
@@ -251,3 +252,23 @@ def test_write_atomic_replaces_whole_file(tmp_path):
     p = D.write_atomic(tmp_path / "sub" / "f.json", b"one")
     D.write_atomic(p, b"two")
     assert p.read_bytes() == b"two" and sorted(x.name for x in p.parent.iterdir()) == ["f.json"]
+
+
+def test_write_atomic_takes_a_writer_keeps_the_old_file_on_error_and_honours_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o027)
+    try:
+        p = D.write_atomic(tmp_path / "a.npy", lambda f: np.save(f, np.arange(3)))
+    finally:
+        os.umask(old)
+    assert np.load(p).tolist() == [0, 1, 2]
+    assert p.stat().st_mode & 0o777 == 0o640  # as open() would make it, not mkstemp's 0o600
+
+    def fails(f):
+        f.write(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        D.write_atomic(p, fails)
+    assert np.load(p).tolist() == [0, 1, 2] and [x.name for x in tmp_path.iterdir()] == ["a.npy"]
