@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import faiss
@@ -37,6 +38,7 @@ __all__ = [
     "alpha_query_expansion",
     "database_augmentation",
     "diffusion_rerank",
+    "region_rerank",
     "fuse",
     "principal_feature_analysis",
 ]
@@ -368,6 +370,55 @@ def diffusion_rerank(
     plain = _float64(Qt) @ _float64(Xt).T
     ranks = torch.from_numpy(np.lexsort((-plain, -f), axis=1).astype(np.int64))
     return _back(ranks.to(Qt.device), is_torch, single)
+
+
+def _region_rows(sets: Any, name: str) -> list[torch.Tensor]:
+    if isinstance(sets, (np.ndarray, torch.Tensor)) or not isinstance(sets, (list, tuple)) or len(sets) == 0:
+        raise ValueError(f"{name} must be a non-empty list with one (M_i, D) array of region descriptors per image")
+    rows = [torch.as_tensor(descriptors(r, f"{name}[{i}]")) for i, r in enumerate(sets)]
+    for i, r in enumerate(rows):
+        if r.shape[0] == 0 or r.shape[1] != rows[0].shape[1]:
+            raise ValueError(f"{name}[{i}] must be (M, {rows[0].shape[1]}) with M >= 1, got {tuple(r.shape)}")
+    return rows
+
+
+def region_rerank(
+    ranks: Any, query_regions: Sequence[Any], database_regions: Sequence[Any], k: int = 40, similarity: str = "chamfer"
+) -> np.ndarray | torch.Tensor:
+    """Re-rank the top ``k`` of each ranking by region-to-region matching, without geometry.
+
+    Each image is a set of L2-normalised region descriptors (e.g. its R-MAC regions,
+    :func:`retrievalkit.regions.regional_mac`). ``similarity="chamfer"``: the mean over the
+    query's regions of each one's best match in the database image,
+    ``1/|R_q| sum_{r in R_q} max_{s in R_x} r . s``, so every part of the query must be found
+    somewhere; ``"max"``: the single best region pair (seed 004's eq. 7,
+    :func:`retrievalkit.salient.region_search`). The first ``k`` of each row of ``ranks``
+    ``(nq, n)`` are re-ordered by that score (stable: ties keep their order), the rest are kept.
+    All region pairs of a query come from one matrix product. Same kind as ``ranks``.
+    """
+    if similarity not in ("chamfer", "max"):
+        raise ValueError(f"similarity must be 'chamfer' or 'max', got {similarity!r}")
+    is_torch = isinstance(ranks, torch.Tensor)
+    R = ranks.detach().cpu().numpy() if is_torch else np.asarray(ranks)
+    Qr, Xr = _region_rows(query_regions, "query_regions"), _region_rows(database_regions, "database_regions")
+    if R.ndim != 2 or R.dtype.kind not in "iu" or R.shape != (len(Qr), len(Xr)):
+        raise ValueError(f"ranks must be an integer ({len(Qr)}, {len(Xr)}) array: one full ranking per query, got "
+                         f"{R.dtype} {R.shape}")
+    if Qr[0].shape[1] != Xr[0].shape[1]:
+        raise ValueError(f"query_regions and database_regions must have the same dimension, got {Qr[0].shape[1]} and {Xr[0].shape[1]}")
+    k = _neighbours(k, len(Xr))
+    T = torch.cat(Xr).double()
+    sizes = torch.tensor([len(x) for x in Xr])
+    owner = torch.repeat_interleave(torch.arange(len(Xr)), sizes)
+    out = R.copy()
+    for i, q in enumerate(Qr):
+        S = q.double() @ T.T  # (M_q, all database regions)
+        best = torch.full((S.shape[0], len(Xr)), -math.inf, dtype=S.dtype).scatter_reduce(
+            1, owner.expand_as(S), S, reduce="amax")  # each query region's best match per image
+        score = (best.mean(dim=0) if similarity == "chamfer" else best.amax(dim=0)).numpy()
+        top = R[i, :k]
+        out[i, :k] = top[np.argsort(-score[top], kind="stable")]
+    return torch.from_numpy(out).to(ranks.device) if is_torch else out
 
 
 # --------------------------------------------------------------------------------------------

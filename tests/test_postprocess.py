@@ -415,3 +415,53 @@ def test_pfa_rejects_fewer_clusters_than_n(monkeypatch):
     monkeypatch.setattr(pp, "KMeans", OneCluster)
     with pytest.raises(ValueError, match="n must be at most the number of distinct"):
         pp.principal_feature_analysis(correlated(20, 4, 0), 3)
+
+
+# ------------------------------------------------------------------------------- region re-ranking
+
+
+def test_region_rerank_by_hand():
+    # query regions e0 and e1; image 0 matches only e0 perfectly, image 1 half-matches both,
+    # image 2 has nothing in common
+    e = np.eye(3)
+    q = [np.stack([e[0], e[1]])]
+    half = (e[0] + e[1]) / np.sqrt(2)
+    db = [np.stack([e[0], e[2]]), half[None], e[2][None]]
+    ranks = np.array([[0, 1, 2]])
+    # chamfer: image 0 (1 + 0)/2 = 0.5, image 1 (0.707 + 0.707)/2 = 0.707 -> 1 before 0
+    assert pp.region_rerank(ranks, q, db, k=3).tolist() == [[1, 0, 2]]
+    # max: image 0 has the best single pair (1.0) -> order kept
+    assert pp.region_rerank(ranks, q, db, k=3, similarity="max").tolist() == [[0, 1, 2]]
+    # only the top k move: with k = 1 nothing changes; torch in, torch out
+    out = pp.region_rerank(torch.tensor([[0, 1, 2]]), q, db, k=1)
+    assert isinstance(out, torch.Tensor) and out.tolist() == [[0, 1, 2]]
+
+
+def test_region_rerank_max_orders_like_seed_004_region_search():
+    rng = np.random.default_rng(3)
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)
+    db = [unit(rng.standard_normal((int(rng.integers(1, 6)), 8))) for _ in range(30)]
+    qs = [unit(rng.standard_normal((int(rng.integers(1, 5)), 8))) for _ in range(4)]
+    ranks = np.tile(np.arange(30), (4, 1))
+    ours = pp.region_rerank(ranks, qs, db, k=30, similarity="max")
+    from retrievalkit import salient
+    for q, row in zip(qs, ours):
+        scores, _ = salient.region_search(q, db)
+        assert row.tolist() == np.argsort(-scores, kind="stable").tolist()
+    # chamfer by a plain loop
+    ours = pp.region_rerank(ranks, qs, db, k=30)
+    for q, row in zip(qs, ours):
+        scores = [np.mean([max(r @ s for s in x) for r in q]) for x in db]
+        assert row.tolist() == np.argsort(-np.array(scores), kind="stable").tolist()
+
+
+def test_region_rerank_rejects_bad_input():
+    q, db = [np.eye(2)], [np.eye(2), np.eye(2)]
+    with pytest.raises(ValueError, match="similarity"):
+        pp.region_rerank(np.array([[0, 1]]), q, db, similarity="mean")
+    with pytest.raises(ValueError, match="ranks"):
+        pp.region_rerank(np.array([[0, 1, 2]]), q, db)
+    with pytest.raises(ValueError, match="database_regions"):
+        pp.region_rerank(np.array([[0, 1]]), q, [np.eye(2), np.ones((1, 3))])
+    with pytest.raises(ValueError, match="k"):
+        pp.region_rerank(np.array([[0, 1]]), q, db, k=3)
