@@ -143,8 +143,9 @@ def train(
     ``loss``: ``"contrastive"`` (the slides' form, ``margin`` on the squared distance),
     ``"triplet"`` (``margin`` on the difference of squared distances) or ``"classification"``
     (cross-entropy over the non-negative labels of ``scale * cos(e, w_c)``: a cosine classifier,
-    thrown away after training). Adam, one full-batch step per epoch; tuples are re-mined
-    with the current head before each step. Stops early once ``time_limit`` seconds have passed.
+    thrown away after training). Adam, one full-batch step per epoch, the GeM exponents at ten
+    times ``lr`` (as cirtorch's ``train.py``: with one small step per epoch, ``p`` would
+    otherwise hardly move) and kept at ``p >= 1`` (between average and max pooling); tuples are re-mined with the current head before each step. Stops early once ``time_limit`` seconds have passed.
     Deterministic for a ``seed`` (torch's generator for the classifier, numpy's for positives).
     """
     if loss not in LOSSES:
@@ -153,7 +154,9 @@ def train(
     epochs, lr, margin = positive_int(epochs, "epochs"), positive_number(lr, "lr"), nonnegative_number(margin, "margin")
     limit = None if time_limit is None else positive_number(time_limit, "time_limit")
     rng = np.random.default_rng(seed)
-    params = list(head.parameters())
+    gem = [q for m in head.modules() if isinstance(m, GeM) for q in m.parameters()]
+    rest = [q for q in head.parameters() if all(q is not g for g in gem)]
+    groups = [{"params": rest}, {"params": gem, "lr": 10 * lr}]
     if loss == "classification":
         known = labels >= 0
         classes, target = np.unique(labels[known], return_inverse=True)
@@ -162,10 +165,10 @@ def train(
         dim = embed(head, maps[:1]).shape[1]
         generator = torch.Generator().manual_seed(seed)
         classifier = nn.Parameter(F.normalize(torch.randn(classes.size, dim, generator=generator), dim=1))
-        params.append(classifier)
+        groups[0]["params"].append(classifier)
         target_t = torch.from_numpy(target)
         rows = torch.from_numpy(np.flatnonzero(known))
-    optimiser = torch.optim.Adam(params, lr=lr)
+    optimiser = torch.optim.Adam([g for g in groups if g["params"]], lr=lr)
     history: dict[str, list[float]] = {"loss": [], "val": []}
     if validate is not None:
         history["val"].append(float(validate(head)))
@@ -180,6 +183,9 @@ def train(
         optimiser.zero_grad()
         value.backward()
         optimiser.step()
+        with torch.no_grad():
+            for q in gem:
+                q.clamp_(min=1.0)
         history["loss"].append(float(value.detach()))
         if validate is not None:
             history["val"].append(float(validate(head)))

@@ -126,3 +126,18 @@ def test_validation_map_by_hand_and_early_stopping_keeps_the_best_epoch():
     assert history["val"] == [5.0, 7.0, 9.0, 6.0, 1.0]
     torch.testing.assert_close(head.whiten.weight, snapshots[2])  # the head of epoch 2, the best
     assert not torch.equal(snapshots[2], snapshots[4])
+
+
+def test_the_gem_exponent_learns_ten_times_faster_and_stays_at_least_1():
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    maps = maps_of(labels.tolist(), seed=5)
+    head = finetune.GeMHead(12)
+    finetune.train(head, maps, labels, "contrastive", epochs=1, lr=1e-3, n_negatives=3)
+    # Adam's first step moves every parameter by about its learning rate
+    assert abs(float(head.gem.p.detach()) - 3.0) == pytest.approx(1e-2, rel=0.05)
+    assert (head.whiten.weight.detach() - torch.eye(12)).abs().max() == pytest.approx(1e-3, rel=0.05)
+    # here the classifier drives p down (below 0 without the bound, a ValueError in GeM)
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, -1, -1])
+    low = finetune.GeMHead(12)
+    finetune.train(low, maps_of(labels.tolist(), seed=2), labels, "classification", epochs=40, lr=1e-2)
+    assert float(low.gem.p.detach()) == 1.0
