@@ -607,7 +607,7 @@ def _aqe_ref(Q: Any, X: Any, k: int, alpha: float) -> Any:
 
 
 def _aqe_variant(
-    *, query: bool = True, weights: str = "alpha", skip: int = 0, farthest: bool = False, l2: bool = True
+    *, query: bool = True, weights: str = "alpha", skip: int = 0, farthest: bool = False, l2: bool = True, mean: bool = False
 ) -> Callable[..., np.ndarray]:
     def f(Q: Any, X: Any, k: int, alpha: float) -> np.ndarray:
         Q, X = _to_numpy(Q), _to_numpy(X)
@@ -615,7 +615,7 @@ def _aqe_variant(
         idx = np.argsort(S if farthest else -S, axis=1, kind="stable")[:, skip : skip + k]
         s = np.take_along_axis(S, idx, axis=1)
         w = {"alpha": s**alpha, "s": s, "none": np.ones_like(s)}[weights]
-        v = (w[..., None] * X[idx]).sum(axis=1) + (Q if query else 0)
+        v = (w[..., None] * X[idx]).sum(axis=1) / (k if mean else 1) + (Q if query else 0)
         return _unit(v) if l2 else v
     return f
 
@@ -688,6 +688,7 @@ def _triplet_ref(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.T
 
 def _triplet_variant(
     *, root: bool = False, hinge: bool = True, swap: bool = False, total: bool = False, minus_margin: bool = False,
+    violating: bool = False,
 ) -> Callable[..., torch.Tensor]:
     def f(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float) -> torch.Tensor:
         a, p, n = anchor.double(), positive.double(), negative.double()
@@ -696,6 +697,8 @@ def _triplet_variant(
         dp, dn = (dp.sqrt(), dn.sqrt()) if root else (dp, dn)
         t = dp - dn + (-margin if minus_margin else margin)
         t = t.clamp(min=0) if hinge else t
+        if violating:
+            return t[t > 0].mean()
         return t.sum() if total else t.mean()
     return f
 
@@ -716,6 +719,8 @@ def _mining_cases(rng: np.random.Generator) -> list[Case]:
         Case("n = 1", "n = 1: the hardest negative of each anchor", (P[:6], P, positives, 1)),
         Case("queries outside the pool", "anchors need not be pool items; an anchor without positives may get any pool item",
              (torch.tensor(queries, dtype=torch.float32), P, q_pos, 4)),
+        Case("every negative, most of them dissimilar", "with n = every non-positive, all of them come back, nearest first, "
+             "even those with a negative inner product; never a positive", (-P[:6], P, positives, 20)),
     ]
 
 
@@ -728,10 +733,12 @@ def _mining_variant(*, mask: str = "positives", farthest: bool = False, index_or
         S = _to_numpy(anchors) @ _to_numpy(pool).T
         excluded = np.zeros(S.shape, dtype=bool)
         for i, p in enumerate(positives_of):
-            if mask == "positives":
+            if mask in ("positives", "zero"):
                 excluded[i, list(p)] = True
             elif mask == "self" and i < S.shape[1]:
                 excluded[i, i] = True
+        if mask == "zero":
+            S, excluded = np.where(excluded, 0.0, S), np.zeros_like(excluded)
         key = np.where(excluded, np.inf, S if farthest else -S)
         top = np.argsort(key, axis=1, kind="stable")[:, skip : skip + n]
         return np.sort(top, axis=1) if index_order else top
@@ -739,7 +746,8 @@ def _mining_variant(*, mask: str = "positives", farthest: bool = False, index_or
 
 
 # ---------------------------------------------------------------- notebook 9: embeddings
-def _neighbours_of(Z: np.ndarray, k: int, *, metric: str = "euclidean", with_self: bool = False, farthest: bool = False) -> np.ndarray:
+def _neighbours_of(Z: np.ndarray, k: int, *, metric: str = "euclidean", with_self: bool = False, farthest: bool = False,
+                   fewer: bool = False) -> np.ndarray:
     """Each row's k nearest other rows, nearest first ``(n, k)``."""
     if metric == "cosine":
         U = _unit(Z)
@@ -750,7 +758,7 @@ def _neighbours_of(Z: np.ndarray, k: int, *, metric: str = "euclidean", with_sel
     order = np.argsort(key, axis=1, kind="stable")
     if not with_self:
         order = order[order != np.arange(len(Z))[:, None]].reshape(len(Z), -1)
-    return order[:, :k]
+    return order[:, : k - 1 if fewer else k]
 
 
 def _knn_preservation(X: Any, Y: Any, k: int, *, score: str = "fraction", **neighbours: Any) -> float:
@@ -948,6 +956,7 @@ TASKS: dict[str, Task] = {
             Mistake("skips the nearest vector (as database-side augmentation skips the vector itself)", _aqe_variant(skip=1)),
             Mistake("takes the k least similar vectors: the top-k have the highest q . x", _aqe_variant(farthest=True)),
             Mistake("is not L2-normalised", _aqe_variant(l2=False)),
+            Mistake("divides the neighbours' sum by k: the query then outweighs them; add the sum itself", _aqe_variant(mean=True)),
         ],
     ),
     "contrastive_loss": Task(
@@ -970,6 +979,7 @@ TASKS: dict[str, Task] = {
             Mistake("swaps the positive and the negative", _triplet_variant(swap=True)),
             Mistake("sums over the triplets instead of averaging", _triplet_variant(total=True)),
             Mistake("subtracts the margin: L = max(0, m + D(a, p) - D(a, n))", _triplet_variant(minus_margin=True)),
+            Mistake("averages over the triplets that violate the margin only: average over all N", _triplet_variant(violating=True)),
         ],
     ),
     "hard_negatives": Task(
@@ -977,6 +987,8 @@ TASKS: dict[str, Task] = {
         [
             Mistake("returns the anchor's positives: they must never be returned", _mining_variant(mask="none")),
             Mistake("leaves out only the anchor's own index i: leave out all of positives_of[i]", _mining_variant(mask="self")),
+            Mistake("gives the positives similarity 0 instead of leaving them out: below 0 they still come back (use -inf)",
+                    _mining_variant(mask="zero")),
             Mistake("returns the farthest negatives: the hardest have the highest inner product", _mining_variant(farthest=True)),
             Mistake("returns the right negatives in index order: sort them nearest first", _mining_variant(index_order=True)),
             Mistake("skips the nearest negative", _mining_variant(skip=1)),
@@ -993,6 +1005,8 @@ TASKS: dict[str, Task] = {
             Mistake("is the number of kept neighbours, not the fraction (divide by k)",
                     lambda X, Y, k: _knn_preservation(X, Y, k, score="count")),
             Mistake("divides by the size of the union (Jaccard) instead of k", lambda X, Y, k: _knn_preservation(X, Y, k, score="jaccard")),
+            Mistake("takes k - 1 neighbours (argsort[:, 1:k] after the point itself): take argsort[:, 1:k + 1]",
+                    lambda X, Y, k: _knn_preservation(X, Y, k, fewer=True)),
             Mistake("counts a neighbour only at the same rank in both: compare the k nearest as sets",
                     lambda X, Y, k: _knn_preservation(X, Y, k, score="same rank")),
         ],
@@ -1034,6 +1048,20 @@ def _mistake_output(t: Task, m: Mistake, case: Case) -> np.ndarray | None:
         return None
 
 
+def _difference(value: np.ndarray, expected: np.ndarray) -> str:
+    """How an unexplained wrong answer differs, in the terms a student can act on: a number is shown
+    beside the expected one, indices by the first wrong row, anything else by its largest difference."""
+    if not np.isfinite(value).all():
+        return "differs (it contains NaN or infinity)"
+    if value.size == 1:
+        return f"gives {value.item():.4g}, expected {expected.item():.4g}"
+    if np.array_equal(expected, np.round(expected)) and np.array_equal(value, np.round(value)):
+        rows, ref = value.reshape(value.shape[0], -1), expected.reshape(expected.shape[0], -1)
+        r = int(np.flatnonzero((rows != ref).any(axis=1))[0])
+        return f"differs: row {r} is {rows[r].astype(np.int64).tolist()}, expected {ref[r].astype(np.int64).tolist()}"
+    return f"differs (largest difference {float(np.max(np.abs(value - expected))):.3g})"
+
+
 def judge(task: str, seed: int, outputs: list[Any]) -> list[Result]:
     """Compare probed ``outputs`` with the reference on the cases of ``seed``; name the mistakes.
 
@@ -1071,8 +1099,7 @@ def judge(task: str, seed: int, outputs: list[Any]) -> list[Result]:
         if why is None and value.shape != expected.shape:
             why = f"has shape {value.shape}, expected {expected.shape}"
         if why is None:
-            err = float(np.nanmax(np.abs(value - expected))) if np.isfinite(value).all() else float("nan")
-            why = "differs" + (f" (largest difference {err:.3g})" if err == err else " (it contains NaN or infinity)")
+            why = _difference(value, expected)
         results[i] = Result(cases[i].label, False, f"{cases[i].expectation}; yours {why}")
     return [r for r in results if r is not None]
 
@@ -1090,12 +1117,13 @@ def run_check(task: str, fn: Callable[..., Any], seed: int | None = None, quiet:
     return results
 
 
-def _make_check(task: str) -> Callable[..., list[Result]]:
-    def check(fn: Callable[..., Any]) -> list[Result]:
-        return run_check(task, fn)
+def _make_check(task: str) -> Callable[..., None]:
+    def check(fn: Callable[..., Any]) -> None:
+        run_check(task, fn)  # prints what passed; returns nothing, so a check cell shows only that
 
     check.__name__ = f"check_{task}"
-    check.__doc__ = f"Check a student's ``{task}`` on fresh inputs; raises CheckFailed naming the mistake."
+    check.__doc__ = (f"Check a student's ``{task}`` on fresh inputs: prints what passed, raises CheckFailed "
+                     "naming the mistake (``run_check`` returns the per-case results).")
     return check
 
 

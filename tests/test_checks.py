@@ -903,3 +903,35 @@ def test_every_case_pickles_without_the_package():
     for name, task in checks.TASKS.items():
         blob = pickle.dumps([(c.args, c.kwargs) for c in task.cases(np.random.default_rng(0))])
         assert b"retrievalkit" not in blob, name
+
+
+def test_an_unexplained_wrong_number_or_index_list_is_shown_beside_the_expected_one():
+    def knn_over_n(X, Y, k):  # divides by n instead of k: no listed mistake
+        X, Y = np.asarray(X), np.asarray(Y)
+        near = lambda Z: np.argsort(((Z[:, None] - Z[None]) ** 2).sum(-1), axis=1)[:, 1 : k + 1]
+        A, B = near(X), near(Y)
+        return sum(len(set(a) & set(b)) for a, b in zip(A, B)) / len(X) / len(X)
+
+    expected = checks._knn_preservation(*checks._knn_cases(np.random.default_rng(5))[1].args)
+    with pytest.raises(checks.CheckFailed, match=rf"gives [0-9.]+, expected {expected:.4g}"):
+        checks.run_check("knn_preservation", knn_over_n, seed=5)
+
+    def reversed_negatives(anchors, pool, positives_of, n):  # farthest after masking: no listed mistake
+        S = anchors @ pool.T
+        for i, p in enumerate(positives_of):
+            S[i, list(p)] = -torch.inf
+        return torch.sort(S, dim=1, descending=True, stable=True).indices[:, :n].flip(1)
+
+    with pytest.raises(checks.CheckFailed, match=r"differs: row 0 is \[\d+(, \d+)*\], expected \[\d+(, \d+)*\]"):
+        checks.run_check("hard_negatives", reversed_negatives, seed=5)
+
+
+@pytest.mark.parametrize("task, wrong, named", [
+    ("hard_negatives", checks._mining_variant(mask="zero"), "similarity 0"),
+    ("knn_preservation", lambda X, Y, k: checks._knn_preservation(X, Y, k, fewer=True), "k - 1 neighbours"),
+    ("alpha_qe", checks._aqe_variant(mean=True), "divides the neighbours' sum by k"),
+    ("triplet_loss", checks._triplet_variant(violating=True), "violate the margin only"),
+])
+def test_the_mistakes_students_made_in_review_are_named(task, wrong, named):
+    with pytest.raises(checks.CheckFailed, match=named):
+        checks.run_check(task, wrong, seed=11)
