@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,12 +33,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import evaluate, losses, search
+from PIL import Image
+
+from . import evaluate, extract, losses, mini, search
 from ._batching import rows_by_shape
 from ._validate import nonnegative_number, positive_int, positive_number
 from .pooling import GeM
 
-__all__ = ["GeMHead", "embed", "mine_tuples", "validation_map", "train"]
+__all__ = ["GeMHead", "TrainingSet", "mini_training_set", "embed", "mine_tuples", "validation_map", "train"]
 
 LOSSES = ("contrastive", "triplet", "classification")
 
@@ -55,6 +58,48 @@ class GeMHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.whiten(F.normalize(self.gem(x), dim=-1)), dim=-1)
+
+
+@dataclass
+class TrainingSet:
+    """Maps and labels to train on (``images`` are the matching pictures), and a validation set."""
+
+    maps: list[torch.Tensor]
+    labels: np.ndarray
+    images: list[Image.Image]
+    val_maps: list[torch.Tensor]
+    val_labels: np.ndarray
+
+
+def mini_training_set(
+    net: nn.Module, dataset: Any, database_maps: Sequence[torch.Tensor], n_objects: int = 48, views: int = 4,
+    held_out: int = 12, seed: int = 1,
+) -> TrainingSet:
+    """The mini benchmark's fine-tuning data, none of it a test object or a query.
+
+    Training: the database images of the training split (``info["split"] == "train"``: the four
+    training objects keep their object index, distractors -1), with their maps from
+    ``database_maps`` (:func:`retrievalkit.extract.dataset_maps`), and the first
+    ``n_objects - held_out`` pseudo-objects of :func:`retrievalkit.mini.training_views` (labels
+    ``100 + k``), whose maps ``net`` computes. Validation: the last ``held_out`` pseudo-objects.
+    """
+    if not 1 <= held_out < n_objects:
+        raise ValueError(f"held_out must be in [1, n_objects - 1] = [1, {n_objects - 1}], got {held_out}")
+    train = [i for i, s in enumerate(dataset.info["split"]) if s == "train"]
+    pictures, labels = mini.training_views(n_objects=n_objects, views=views, seed=seed)
+    maps = extract.feature_maps(net, pictures, progress=False)
+    fit = labels < n_objects - held_out
+    images = []
+    for i in train:
+        with Image.open(dataset.images[i]) as im:
+            images.append(im.convert("RGB"))
+    return TrainingSet(
+        maps=[database_maps[i] for i in train] + [m for m, f in zip(maps, fit) if f],
+        labels=np.concatenate([np.asarray(dataset.info["objects"])[train], 100 + labels[fit]]),
+        images=images + [p for p, f in zip(pictures, fit) if f],
+        val_maps=[m for m, f in zip(maps, fit) if not f],
+        val_labels=labels[~fit],
+    )
 
 
 def embed(head: nn.Module, maps: Sequence[torch.Tensor], batch_size: int = 64) -> torch.Tensor:

@@ -141,3 +141,24 @@ def test_the_gem_exponent_learns_ten_times_faster_and_stays_at_least_1():
     low = finetune.GeMHead(12)
     finetune.train(low, maps_of(labels.tolist(), seed=2), labels, "classification", epochs=40, lr=1e-2)
     assert float(low.gem.p.detach()) == 1.0
+
+
+def test_the_mini_training_set_holds_no_test_object_and_keeps_validation_apart():
+    import retrievalkit as rk
+
+    net = rk.models.backbone()
+    ds = rk.datasets.load("mini")
+    _, xmaps = rk.extract.dataset_maps(net, ds, progress=False)  # the lectures' cache
+    data = finetune.mini_training_set(net, ds, xmaps, n_objects=3, views=2, held_out=1, seed=0)
+    train = [i for i, s in enumerate(ds.info["split"]) if s == "train"]
+    objects = np.array(ds.info["objects"])
+    n_real = len(train)
+    assert data.labels[:n_real].tolist() == objects[train].tolist()
+    test_objects = {o for o, s in zip(objects, ds.info["split"]) if s == "test" and o >= 0}
+    assert not test_objects & set(data.labels.tolist())
+    assert data.labels[n_real:].tolist() == [100, 100, 101, 101] and data.val_labels.tolist() == [2, 2]
+    assert all(m is xmaps[i] for m, i in zip(data.maps, train))
+    assert len(data.maps) == len(data.images) == len(data.labels) and len(data.val_maps) == 2
+    assert all(m.shape[0] == xmaps[0].shape[0] for m in data.maps[n_real:] + data.val_maps)
+    with pytest.raises(ValueError, match="held_out"):
+        finetune.mini_training_set(net, ds, xmaps, n_objects=3, held_out=3)
