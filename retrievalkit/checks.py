@@ -35,6 +35,10 @@ RTOL, ATOL = 1e-4, 1e-5
 class CheckFailed(AssertionError):
     """A check found a mistake; the message says which."""
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of a traceback: the feedback alone, not the check's own frames."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 @dataclass
 class Case:
@@ -950,7 +954,7 @@ TASKS: dict[str, Task] = {
     "alpha_qe": Task(
         "alpha_qe", _aqe_cases, _aqe_ref,
         [
-            Mistake("leaves out the query itself: q' = l2n(q + sum_j s_j^alpha x_j)", _aqe_variant(query=False)),
+            Mistake("leaves out the query itself: add q to the weighted sum before normalising", _aqe_variant(query=False)),
             Mistake("weights the neighbours by s_j instead of s_j^alpha", _aqe_variant(weights="s")),
             Mistake("ignores the weights s_j^alpha (plain average query expansion)", _aqe_variant(weights="none")),
             Mistake("skips the nearest vector (as database-side augmentation skips the vector itself)", _aqe_variant(skip=1)),

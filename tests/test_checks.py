@@ -935,3 +935,18 @@ def test_an_unexplained_wrong_number_or_index_list_is_shown_beside_the_expected_
 def test_the_mistakes_students_made_in_review_are_named(task, wrong, named):
     with pytest.raises(checks.CheckFailed, match=named):
         checks.run_check(task, wrong, seed=11)
+
+
+def test_a_failed_check_in_a_notebook_shows_the_feedback_without_the_checks_own_frames():
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "from retrievalkit import checks\n"
+        "checks.check_mac(lambda x: x.mean(dim=(-2, -1)))"))
+    NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=True).execute()
+    (error,) = [o for o in nb.cells[0].outputs if o.output_type == "error"]
+    shown = "\n".join(error.traceback)
+    assert error.ename == "CheckFailed" and "equals average pooling" in shown
+    assert "checks.py" not in shown and "Traceback" not in shown
