@@ -190,7 +190,8 @@ def train(
     (cross-entropy over the non-negative labels of ``scale * cos(e, w_c)``: a cosine classifier,
     thrown away after training). Adam, one full-batch step per epoch, the GeM exponents at ten
     times ``lr`` (as cirtorch's ``train.py``: with one small step per epoch, ``p`` would
-    otherwise hardly move) and kept at ``p >= 1`` (between average and max pooling); tuples are re-mined with the current head before each step. Stops early once ``time_limit`` seconds have passed.
+    otherwise hardly move) and kept at ``p >= 1`` (between average and max pooling); tuples are
+    re-mined with the current head before each step. Stops once ``time_limit`` seconds have passed.
     Deterministic for a ``seed`` (torch's generator for the classifier, numpy's for positives).
     """
     if loss not in LOSSES:
@@ -207,7 +208,8 @@ def train(
         classes, target = np.unique(labels[known], return_inverse=True)
         if classes.size < 2:
             raise ValueError("labels must hold at least two classes (>= 0) for classification")
-        dim = embed(head, maps[:1]).shape[1]
+        with torch.no_grad():
+            dim = embed(head, maps[:1]).shape[1]
         generator = torch.Generator().manual_seed(seed)
         classifier = nn.Parameter(F.normalize(torch.randn(classes.size, dim, generator=generator), dim=1))
         groups[0]["params"].append(classifier)
