@@ -34,14 +34,11 @@ _SUBMODULES = (
     "evaluate",
     "search",
     "datasets",
-    "download",
     "models",
     "extract",
-    "mini",
-    "checks",
     "plot",
-    "notebooks",
     "bench",
+    "teaching",
 )
 __all__ = [*_SUBMODULES, "__version__"]
 

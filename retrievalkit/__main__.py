@@ -35,14 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     bn.add_argument("--timing-images", type=int, default=100, help="images of the fresh decode + network pass (100)")
     args = parser.parse_args(argv)
     if args.command == "exercises":
-        from .notebooks import write_exercises
+        from .teaching.exercises import write_exercises
 
         for path in write_exercises(args.solutions, args.out):
             print(f"wrote {path}")
     if args.command == "grade":
         import time
 
-        from .grade import Limits, grade, summary, write_results
+        from .teaching.grade import Limits, grade, summary, write_results
 
         start = time.monotonic()
         given = {"cell_timeout": args.cell_timeout, "submission_timeout": args.timeout,

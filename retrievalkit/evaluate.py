@@ -27,6 +27,7 @@ __all__ = [
     "ukbench_score",
     "precision_recall",
     "evaluate",
+    "map_score",
 ]
 
 PROTOCOLS = ("easy", "medium", "hard")
@@ -273,3 +274,19 @@ def evaluate(ranks: Any, dataset: Any) -> dict[str, dict[str, float]]:
         return {"original": _table(ranks, original_protocol(gnd))}
     raise ValueError(f"dataset.gnd has neither the original ('ok') nor the revisited ('easy', 'hard') form, "
                      f"got keys {sorted(gnd[0])}")
+
+
+def map_score(ranks: Any, dataset: Any, protocol: str = "medium") -> float:
+    """mAP in percent of ``ranks`` on ``dataset`` under one ``protocol``: ``"easy"``, ``"medium"`` or
+    ``"hard"`` for revisited ground truth (the mini benchmark, rOxford5k, rParis6k), ``"original"``
+    for the original one (Oxford5k, Paris6k, Holidays). The number the lectures quote; the full
+    table of every protocol and mP@k is :func:`evaluate`.
+    """
+    gnd = getattr(dataset, "gnd", None)
+    if not isinstance(gnd, Sequence) or not gnd or not all(isinstance(g, Mapping) for g in gnd):
+        raise ValueError("dataset must have a .gnd list of dicts, one per query")
+    is_revisited = "easy" in gnd[0] and "hard" in gnd[0]
+    allowed = PROTOCOLS if is_revisited else ("original",)
+    if protocol not in allowed:
+        raise ValueError(f"protocol must be one of {allowed} for dataset {getattr(dataset, 'name', '')!r}, got {protocol!r}")
+    return 100 * mean_average_precision(ranks, revisited(gnd, protocol) if is_revisited else original_protocol(gnd))[0]

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 
 from PIL import Image
 
-from . import evaluate, extract, losses, mini, search
+from . import evaluate, extract, losses, search
+from .datasets import mini
 from ._batching import rows_by_shape
 from ._validate import nonnegative_number, positive_int, positive_number
 from .pooling import GeM
@@ -80,7 +81,7 @@ def mini_training_set(
     Training: the database images of the training split (``info["split"] == "train"``: the four
     training objects keep their object index, distractors -1), with their maps from
     ``database_maps`` (:func:`retrievalkit.extract.dataset_maps`), and the first
-    ``n_objects - held_out`` pseudo-objects of :func:`retrievalkit.mini.training_views` (labels
+    ``n_objects - held_out`` pseudo-objects of :func:`retrievalkit.datasets.mini.training_views` (labels
     ``100 + k``), whose maps ``net`` computes. Validation: the last ``held_out`` pseudo-objects.
     """
     if not 1 <= held_out < n_objects:

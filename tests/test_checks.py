@@ -1,7 +1,7 @@
 """Checks that teach: a correct answer passes, each plausible wrong answer gets its own message.
 
 The wrong answers below are written the way a student would write them, independently of the
-mistake models in retrievalkit.checks.
+mistake models in retrievalkit.teaching.checks.
 """
 import math
 import pickle
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from retrievalkit import checks
+from retrievalkit.teaching import checks
 
 
 # ----------------------------------------------------------------- window pooling (2x2, stride 2)
@@ -943,7 +943,7 @@ def test_a_failed_check_in_a_notebook_shows_the_feedback_without_the_checks_own_
 
     nb = nbformat.v4.new_notebook()
     nb.cells.append(nbformat.v4.new_code_cell(
-        "from retrievalkit import checks\n"
+        "from retrievalkit.teaching import checks\n"
         "checks.check_mac(lambda x: x.mean(dim=(-2, -1)))"))
     NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=True).execute()
     (error,) = [o for o in nb.cells[0].outputs if o.output_type == "error"]

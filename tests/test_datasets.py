@@ -17,7 +17,7 @@ import requests
 from PIL import Image
 
 from retrievalkit import datasets as DS
-from retrievalkit import download as D
+from retrievalkit.datasets import download as D
 from retrievalkit.evaluate import evaluate
 from test_download import server  # noqa: F401  (the loopback HTTP server fixture)
 
@@ -305,7 +305,7 @@ def test_names_root_and_indices_are_checked(tmp_path, monkeypatch):
     assert DS.resolve_root() == tmp_path / "env"
     monkeypatch.delenv("RETRIEVALKIT_DATA")
     checkout = tmp_path / "checkout"
-    monkeypatch.setattr(DS, "__file__", str(checkout / "retrievalkit" / "datasets.py"))
+    monkeypatch.setattr(DS.loading, "__file__", str(checkout / "retrievalkit" / "datasets" / "loading.py"))
     assert DS.resolve_root() == Path(pooch.os_cache("retrievalkit"))  # an installed package
     (checkout / "data").mkdir(parents=True)
     assert DS.resolve_root() == checkout / "data" / "cache"  # the course checkout
@@ -327,7 +327,7 @@ def test_mini_is_loaded_through_build_mini(tmp_path, monkeypatch):
         _revisitop(root / "mini" / "gnd_mini.pkl", ["a", "b"], ["a"], [{"ok": [1], "junk": [0], "bbx": [0, 0, 5, 5]}])
         return root / "mini"
 
-    monkeypatch.setitem(sys.modules, "retrievalkit.mini", types.SimpleNamespace(build_mini=fake_build_mini))
+    monkeypatch.setitem(sys.modules, "retrievalkit.datasets.mini", types.SimpleNamespace(build_mini=fake_build_mini))
     ds = DS.load("mini", root=tmp_path)  # download=False: built offline anyway
     assert calls == [(tmp_path, 0)] and ds.imlist == ["a", "b"] and ds.query_image(0).size == (5, 5)
     DS.load("mini", root=tmp_path)

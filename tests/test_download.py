@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from retrievalkit import download as D
+from retrievalkit.datasets import download as D
 
 
 class LoopbackServer(ThreadingHTTPServer):

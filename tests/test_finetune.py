@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from retrievalkit import finetune, mini, pooling
+from retrievalkit import finetune, pooling
+from retrievalkit.datasets import mini
 
 
 def maps_of(labels, C=12, seed=0):

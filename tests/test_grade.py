@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 import zmq.asyncio
 
-from retrievalkit import _sandbox, checks, grade
+from retrievalkit.teaching import checks, grade
+from retrievalkit.teaching import sandbox as _sandbox
 from retrievalkit.__main__ import main
-from retrievalkit.notebooks import make_exercise
+from retrievalkit.teaching.exercises import make_exercise
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
@@ -51,13 +52,14 @@ def mac(x):
     raise NotImplementedError()
 """
 PATCH_CHECKS = """import sys, types
-fake = types.ModuleType("retrievalkit.checks")
+fake = types.ModuleType("retrievalkit.teaching.checks")
 fake.judge = lambda task, seed, outputs: []
 fake.check_spoc = lambda fn: print("✓ spoc: all 3 checks passed")
 sys.modules["retrievalkit"] = types.ModuleType("retrievalkit")
-sys.modules["retrievalkit"].checks = sys.modules["retrievalkit.checks"] = fake
-import retrievalkit.checks
-retrievalkit.checks.check_spoc(None)
+sys.modules["retrievalkit.teaching"] = types.ModuleType("retrievalkit.teaching")
+sys.modules["retrievalkit.teaching"].checks = sys.modules["retrievalkit.teaching.checks"] = fake
+from retrievalkit.teaching import checks
+checks.check_spoc(None)
 def spoc(x):
     return x.sum(dim=(-2, -1))
 """
@@ -222,9 +224,9 @@ def test_the_sandbox_refuses_what_would_reach_the_reference_a_process_or_the_net
     attempts = {
         "import retrievalkit": "importing retrievalkit",
         f"open({str(POOLING)!r}).read()": "course material",
-        f"import os\nhere = os.getcwd()\nos.chdir({str(ROOT)!r})\ntry:\n    open('retrievalkit/checks.py')\n"
+        f"import os\nhere = os.getcwd()\nos.chdir({str(ROOT)!r})\ntry:\n    open('retrievalkit/teaching/checks.py')\n"
         "finally:\n    os.chdir(here)": "course material",
-        f"open({str(ROOT / 'retrievalkit' / 'checks.py')!r}, 'a')": "outside the working folder",
+        f"open({str(ROOT / 'retrievalkit' / 'teaching' / 'checks.py')!r}, 'a')": "outside the working folder",
         "open('/tmp/outside.txt', 'w')": "outside the working folder",
         f"import os\nos.symlink({str(ROOT)!r}, 'course')": "outside the working folder",
         "import os\nos.system('true')": "os.system",

@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from retrievalkit import crow, evaluate, mini, pooling, regions, search
-from retrievalkit.mini import build_mini
+from retrievalkit import crow, evaluate, pooling, regions, search
+from retrievalkit.datasets import mini
+from retrievalkit.datasets.mini import build_mini
 
 TEST_OBJECTS = ["astronaut", "chelsea", "coffee", "rocket", "grace_hopper", "motorcycle", "camera", "china"]
 TRAIN_OBJECTS = ["coins", "flower", "retina", "clock"]

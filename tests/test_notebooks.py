@@ -5,7 +5,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from retrievalkit.notebooks import BEGIN, END, make_exercise, write_exercises
+from retrievalkit.teaching.exercises import BEGIN, END, make_exercise, write_exercises
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))

@@ -25,7 +25,7 @@ import pooch
 import requests
 from tqdm.auto import tqdm
 
-from ._atomic import write_atomic
+from .._atomic import write_atomic
 
 __all__ = [
     "Remote",

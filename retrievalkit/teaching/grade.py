@@ -8,11 +8,11 @@ exercise a notebook is comes from its nbgrader grade ids, matched against every
 notebook without any known grade id falls back to its file name.
 
 **Exercises** are discovered from ``solutions/*.ipynb``: a solution cell (nbgrader
-``"solution": true``) whose ``grade_id`` names a task of :data:`retrievalkit.checks.TASKS` is
+``"solution": true``) whose ``grade_id`` names a task of :data:`retrievalkit.teaching.checks.TASKS` is
 that task; it is worth the ``points`` of the check cell ``check_<task>`` (``Task.points`` when
 there is none). Other solution cells are helpers: they run, and are not scored.
 
-**One submission** runs in its own fresh kernel (:mod:`retrievalkit._sandbox`: resource
+**One submission** runs in its own fresh kernel (:mod:`retrievalkit.teaching.sandbox`: resource
 limits, an audit hook, no network; working folder in a temporary directory, environment
 scrubbed): first the import-only code cells of the solution notebook (imports of
 ``retrievalkit`` dropped), then the student's solution cells, taken by grade id in the order
@@ -20,10 +20,10 @@ of the solution notebook (their position, other cells and the check cells of the
 are ignored: reordering or deleting cells changes nothing, a deleted solution cell costs its
 task), then one probe cell per task. The probe sends the task's cases for a secret seed into
 the kernel (a pickle, base64 in the cell source), calls the student's function and prints one
-line ``<nonce> <json>`` of plain numbers, exactly what :func:`retrievalkit.checks.probe`
+line ``<nonce> <json>`` of plain numbers, exactly what :func:`retrievalkit.teaching.checks.probe`
 returns; the grader reads only the probe cell's output, requires exactly one line with the
 fresh nonce, never unpickles anything from the kernel, and scores outside it with
-:func:`retrievalkit.checks.judge`, the logic of the students' check cells. Nothing a notebook
+:func:`retrievalkit.teaching.checks.judge`, the logic of the students' check cells. Nothing a notebook
 does inside its kernel can make a wrong answer pass: it can only break its own probes.
 
 **Scores.** A task earns ``points * passed cases / cases``; ``NotImplementedError`` means not
@@ -94,8 +94,8 @@ from . import checks
 __all__ = ["Limits", "Exercise", "TaskGrade", "Graded", "load_exercises", "find_submissions", "grade",
            "write_results", "summary"]
 
-ROOT = Path(__file__).resolve().parents[1]
-_SANDBOX = Path(__file__).resolve().with_name("_sandbox.py")
+ROOT = Path(__file__).resolve().parents[2]
+_SANDBOX = Path(__file__).resolve().with_name("sandbox.py")
 _KERNEL = "retrievalkit-grading"
 _FORK = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")  # Linux: kernels from the zygote
 _REFERENCE = ("grading sandbox: importing retrievalkit", "(course material)")
@@ -227,7 +227,7 @@ def _kernel_env(workdir: Path) -> dict[str, str]:
 
 class _Zygote:
     """The sandbox's fork server: a process that imported torch once and forks each kernel
-    (:func:`retrievalkit._sandbox._zygote`); restarted if it ever stops."""
+    (:func:`retrievalkit.teaching.sandbox._zygote`); restarted if it ever stops."""
 
     def __init__(self, workdir: Path, startup_timeout: float):
         self.workdir, self.startup_timeout = workdir, startup_timeout
@@ -633,7 +633,7 @@ def grade(submissions: Path, solutions: Path = ROOT / "solutions", limits: Limit
     exercises = load_exercises(solutions)
     found = find_submissions(submissions)
     jobs = jobs or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-    forbidden = [solutions, Path(checks.__file__).resolve().parent, submissions]
+    forbidden = [solutions, Path(checks.__file__).resolve().parents[1], submissions]
     if (solutions.parent / "retrievalkit").is_dir():
         forbidden.append(solutions.parent)
     if out is not None:

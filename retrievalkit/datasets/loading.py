@@ -1,23 +1,9 @@
-"""Benchmarks: Oxford5k, Paris6k, revisited Oxford / Paris, INRIA Holidays, UKBench and the mini set.
-
-Every dataset sits on disk as cirtorch / revisitop lay it out: ``root/<name>/jpg/<image>.jpg``
-and ``root/<name>/gnd_<name>.pkl``, a dict with ``imlist`` (database image names, no
-extension), ``qimlist`` (query image names) and ``gnd``, one dict per query: the original form
-``{"ok", "junk"}`` or the revisited ``{"easy", "hard", "junk"}`` (0-based indices into
-``imlist``), plus ``"bbx": [x1, y1, x2, y2]`` when the query is a crop.
-``load(name, download=True)`` fetches the original files (URLs in :mod:`retrievalkit.download`),
-unpacks them and writes ``gnd_<name>.pkl`` from each dataset's own ground truth: the Oxford /
-Paris ``gt_files`` text files, the revisitop pickles, Holidays' image numbers, UKBench's groups
-of 4. The archives are deleted once unpacked; ``root/hashes.json`` keeps the SHA256 first seen
-for files nobody publishes a hash for.
-"""
+"""Loading a benchmark from disk (fetching it first with ``download=True``): the :class:`Dataset`
+every notebook and the benchmark use."""
 from __future__ import annotations
 
 import os
-import pickle
-import re
 import shutil
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,30 +13,12 @@ import pooch
 from PIL import Image
 
 from . import download as dl
-from .evaluate import holidays_gnd, original_protocol
+from .groundtruth import DatasetNotFoundError, read_gnd, write_gnd
 
-__all__ = [
-    "NAMES",
-    "PARIS_CORRUPT",
-    "Dataset",
-    "DatasetNotFoundError",
-    "resolve_root",
-    "load",
-    "build_mini",
-    "read_oxford_gt",
-]
+__all__ = ["NAMES", "Dataset", "resolve_root", "load", "build_mini"]
 
 NAMES = ("mini", "oxford5k", "paris6k", "roxford5k", "rparis6k", "holidays", "ukbench")
 
-PARIS_CORRUPT = frozenset(
-    f"paris_{n}" for n in (
-        "louvre_000136", "louvre_000146", "moulinrouge_000422", "museedorsay_001059", "notredame_000188",
-        "pantheon_000284", "pantheon_000960", "pantheon_000974", "pompidou_000195", "pompidou_000196",
-        "pompidou_000201", "pompidou_000467", "pompidou_000640", "sacrecoeur_000299", "sacrecoeur_000330",
-        "sacrecoeur_000353", "triomphe_000662", "triomphe_000833", "triomphe_000863", "triomphe_000867",
-    )
-)
-"""The 20 Paris images that do not decode (6,412 files, 6,392 used; REFERENCE.md section 10)."""
 
 # (file in download.REGISTRY, folder of root/<name> it goes to, the archive members kept).
 # A source with no folder is the ground-truth pickle itself, fetched to root/<name>/<file>.
@@ -65,10 +33,6 @@ _SOURCES: dict[str, tuple[tuple[str, str, str], ...]] = {
 }
 _BASE = {"roxford5k": "oxford5k", "rparis6k": "paris6k"}  # whose images the revisited sets use
 _INCOMPLETE = ".incomplete"  # in root/<name> while download=True is at work
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset is not on disk; the message says what is missing, where, and how to fetch it."""
 
 
 @dataclass(repr=False)
@@ -119,6 +83,15 @@ class Dataset:
             im = im.convert("RGB")
         return im if box is None else im.crop(tuple(box))
 
+    def split(self, name: str) -> list[int]:
+        """Indices of the database images of split ``name`` (the mini benchmark: ``"train"``, the
+        only images a method may learn from, or ``"test"``)."""
+        splits = self.info.get("split")
+        if splits is None:
+            raise ValueError(f"dataset {self.name!r} has no train / test split of its images")
+        if name not in set(splits):
+            raise ValueError(f"name must be one of {sorted(set(splits))}, got {name!r}")
+        return [i for i, s in enumerate(splits) if s == name]
 
     def subset(self, queries: Sequence[int], images: Sequence[int]) -> "Dataset":
         """A smaller benchmark: the given queries against the given database images.
@@ -144,124 +117,17 @@ def resolve_root(root: str | os.PathLike | None = None) -> Path:
         return Path(root).expanduser()
     if os.environ.get("RETRIEVALKIT_DATA"):
         return Path(os.environ["RETRIEVALKIT_DATA"]).expanduser()
-    repo_data = Path(__file__).resolve().parents[1] / "data"
+    repo_data = Path(__file__).resolve().parents[2] / "data"
     if repo_data.is_dir():
         return repo_data / "cache"
     return Path(pooch.os_cache("retrievalkit"))
 
 
 def build_mini(root: str | os.PathLike | None = None, seed: int = 0) -> Path:
-    """Write the offline mini benchmark under ``root`` (:func:`retrievalkit.mini.build_mini`)."""
+    """Write the offline mini benchmark under ``root`` (:func:`retrievalkit.datasets.mini.build_mini`)."""
     from .mini import build_mini as _build
 
     return _build(resolve_root(root), seed)
-
-
-def _read_list(path: Path) -> list[str]:
-    """Image names, one a line, first occurrence kept (the Oxford lists repeat some)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"ground-truth file {path} is missing")
-    return list(dict.fromkeys(line.strip() for line in path.read_text().splitlines() if line.strip()))
-
-
-def read_oxford_gt(gt_dir: str | os.PathLike) -> tuple[list[str], list[dict[str, Any]]]:
-    """Read Oxford / Paris ``gt_files``: ``(qimlist, gnd)`` with image names, not indices.
-
-    Each query ``<landmark>_<k>`` has four files: ``_query.txt`` holds ``<image> x1 y1 x2 y2``
-    (Oxford writes the image as ``oxc1_<image>``, the prefix is stripped; Paris has none) and
-    ``_good.txt``, ``_ok.txt``, ``_junk.txt`` list image names, one a line (repeats dropped).
-    Queries come sorted by landmark then ``k``; ``gnd[i]`` is ``{"bbx", "good", "ok", "junk"}``.
-    """
-    gt_dir = Path(gt_dir)
-    keys = [p.name[: -len("_query.txt")] for p in gt_dir.glob("*_query.txt")]
-    if not keys:
-        raise FileNotFoundError(f"no <landmark>_<k>_query.txt files in {gt_dir}")
-    keys.sort(key=lambda k: (k.rsplit("_", 1)[0], int(k.rsplit("_", 1)[1])))
-    qimlist, gnd = [], []
-    for key in keys:
-        fields = (gt_dir / f"{key}_query.txt").read_text().split()
-        if len(fields) != 5:
-            raise ValueError(f"{gt_dir / (key + '_query.txt')} must hold '<image> x1 y1 x2 y2', got {fields}")
-        qimlist.append(fields[0].removeprefix("oxc1_"))
-        g = {"bbx": [float(v) for v in fields[1:]]}
-        g.update({kind: _read_list(gt_dir / f"{key}_{kind}.txt") for kind in ("good", "ok", "junk")})
-        gnd.append(g)
-    return qimlist, gnd
-
-
-def _oxford_gnd(ds: Path, imlist: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
-    """gt_files -> ``(qimlist, gnd)`` in the original form: ok = good ∪ ok, junk (indices)."""
-    qimlist, named = read_oxford_gt(ds / "gt_files")
-    index = {n: i for i, n in enumerate(imlist)}
-    absent = [q for q in qimlist if q not in index]
-    if absent:
-        raise DatasetNotFoundError(f"query images {absent} of {ds / 'gt_files'} are not in {ds / 'jpg'}")
-    unknown = sorted({n for g in named for k in ("good", "ok", "junk") for n in g[k]} - index.keys() - PARIS_CORRUPT)
-    if unknown:
-        warnings.warn(f"{len(unknown)} images of {ds / 'gt_files'} are not in {ds / 'jpg'} and are left out of "
-                      f"the ground truth: {unknown[:10]}", UserWarning, stacklevel=3)
-    gnd = [{"bbx": g["bbx"], **{k: [index[n] for n in g[k] if n in index] for k in ("good", "ok", "junk")}}
-           for g in named]
-    return qimlist, original_protocol(gnd)
-
-
-def _holidays_gnd(imlist: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
-    bad = [n for n in imlist if not re.fullmatch(r"\d{6}", n)]
-    if bad:
-        raise ValueError(f"Holidays images must be named <6 digits>.jpg, got {bad[:5]}")
-    queries, gnd = holidays_gnd([int(n) for n in imlist])
-    return [imlist[q] for q in queries], gnd
-
-
-def _ukbench_gnd(imlist: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
-    """Every image is a query; its positives are its group of 4 (itself included, as N-S counts)."""
-    numbers = [int(n[7:]) if re.fullmatch(r"ukbench\d{5}", n) else -1 for n in imlist]
-    if numbers != list(range(len(imlist))) or len(imlist) % 4:
-        raise ValueError(f"UKBench images must be ukbench00000.jpg, ukbench00001.jpg, ... in groups of 4, "
-                         f"got {len(imlist)} images starting {imlist[:4]}")
-    return list(imlist), [{"ok": list(range(i - i % 4, i - i % 4 + 4)), "junk": []} for i in range(len(imlist))]
-
-
-def _write_gnd(name: str, ds: Path) -> None:
-    """Write ``gnd_<name>.pkl`` from the images in ``jpg/`` and the dataset's own ground truth.
-
-    Paris: the 20 undecodable images of :data:`PARIS_CORRUPT` are left out of ``imlist`` (and of
-    the ground truth), as cirtorch's 6,392-image list does; their files may stay in ``jpg/``.
-    """
-    imlist = sorted(p.stem for p in (ds / "jpg").glob("*.jpg"))
-    if name == "paris6k":
-        imlist = [n for n in imlist if n not in PARIS_CORRUPT]
-    if name in ("oxford5k", "paris6k"):
-        qimlist, gnd = _oxford_gnd(ds, imlist)
-    elif name == "holidays":
-        qimlist, gnd = _holidays_gnd(imlist)
-    else:
-        qimlist, gnd = _ukbench_gnd(imlist)
-    dl.write_atomic(ds / f"gnd_{name}.pkl", pickle.dumps({"imlist": imlist, "qimlist": qimlist, "gnd": gnd}))
-
-
-class _GroundTruthUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, strings, numbers and numpy arrays only: no code from a downloaded file."""
-
-    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-                ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}  # encode: bytes in protocol 2
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"ground-truth pickles may hold only lists, dicts, numbers and numpy "
-                                         f"arrays, this one asks for {module}.{name}")
-        return super().find_class(module, name)
-
-
-def _read_gnd(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        d = _GroundTruthUnpickler(f).load()
-    if not isinstance(d, dict) or not {"imlist", "qimlist", "gnd"} <= d.keys():
-        raise ValueError(f"{path} must hold a dict with 'imlist', 'qimlist' and 'gnd'")
-    if len(d["gnd"]) != len(d["qimlist"]):
-        raise ValueError(f"{path}: 'gnd' has {len(d['gnd'])} entries for {len(d['qimlist'])} queries")
-    return d
 
 
 def _image_dir(name: str, base: Path) -> Path:
@@ -352,7 +218,7 @@ def _prepare(name: str, base: Path) -> None:
             dl.fetch(remote.url, ds / file, remote.known_hash, hashes=base / "hashes.json")
         done.touch()
     if name not in _BASE:
-        _write_gnd(name, ds)
+        write_gnd(name, ds)
     for done in ds.glob(".*.done"):
         done.unlink()
     (ds / _INCOMPLETE).unlink()
@@ -365,7 +231,7 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = Fals
     * mini: built offline with :func:`build_mini` when missing or outdated, whatever ``download`` says.
     * oxford5k / paris6k: original ground truth from the ``gt_files`` text files, queries cropped
       to their box and kept in the database; Paris without its 20 corrupt images
-      (:data:`PARIS_CORRUPT`).
+      (:data:`retrievalkit.datasets.PARIS_CORRUPT`).
     * roxford5k / rparis6k: revisitop ``gnd_*.pkl`` (easy / hard / junk), Oxford / Paris images.
     * holidays: queries are the images with number % 100 == 0, their own junk
       (:func:`retrievalkit.evaluate.holidays_gnd`); images as distributed, some sideways.
@@ -388,9 +254,9 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = Fals
         if missing:
             _prepare(name, base)
         if not (ds / f"gnd_{name}.pkl").is_file():
-            _write_gnd(name, ds)
+            write_gnd(name, ds)
         image_dir = _image_dir(name, base)
-    d = _read_gnd(ds / f"gnd_{name}.pkl")
+    d = read_gnd(ds / f"gnd_{name}.pkl")
     extra = {k: v for k, v in d.items() if k not in ("imlist", "qimlist", "gnd")}
     data = Dataset(name, ds, list(d["imlist"]), list(d["qimlist"]), list(d["gnd"]), image_dir, extra)
     absent = [p.name for p in [*data.images, *data.queries] if not p.is_file()]

@@ -23,9 +23,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import encoding, evaluate, losses, pooling, regions
-from .cam import class_activation_maps, class_weighted
-from .crow import crow_channel_weights, crow_spatial_weights
+from .. import encoding, evaluate, losses, pooling, regions
+from ..cam import class_activation_maps, class_weighted
+from ..crow import crow_channel_weights, crow_spatial_weights
 
 __all__ = ["Task", "Case", "Result", "TASKS", "probe", "judge", "run_check", "CheckFailed"]
 
@@ -605,7 +605,7 @@ def _aqe_cases(rng: np.random.Generator) -> list[Case]:
 
 
 def _aqe_ref(Q: Any, X: Any, k: int, alpha: float) -> Any:
-    from . import postprocess  # faiss and scikit-learn load only when needed
+    from .. import postprocess  # faiss and scikit-learn load only when needed
 
     return postprocess.alpha_query_expansion(Q, X, k, alpha)
 

@@ -1,0 +1,7 @@
+"""The teaching machinery around the methods: what students and instructors run, not what they learn.
+
+- :mod:`.checks`: the exercises' check cells (``check_<task>``), and the probe / judge pair the
+  grader uses with the same cases and named mistakes;
+- :mod:`.exercises`: ``exercises/`` generated from ``solutions/``;
+- :mod:`.grade`: grading a class, each submission in its own sandboxed kernel (:mod:`.sandbox`).
+"""
