@@ -1,8 +1,23 @@
 """retrievalkit: the methods of Deep Image Retrieval, hands-on, exact to their papers.
 
-Submodules are named after the concept they teach and load on first use, so
-``import retrievalkit as rk; rk.pooling.gem(x)`` works without importing faiss or
-scikit-learn until they are needed.
+What a student meets, in the order of the lectures (one module per idea, pure functions with
+thin ``nn.Module`` wrappers beside them):
+
+- ``pooling``: MAC, SPoC, GeM (lecture 1); ``normalization``: ``l2n``, the L2 normalisation all share;
+- ``models``, ``extract``: a pretrained CNN as a feature extractor; ``search``, ``evaluate``:
+  ranking, AP / mAP and the benchmarks' protocols (lecture 2);
+- ``encoding``: BoW, VLAD, Fisher vectors (lecture 3);
+- ``regions``: R-MAC and regional pooling; ``fusion``, ``multipass`` (lecture 4);
+- ``crow``: CroW; ``salient``: the regional aggregation of Jeong et al. (lecture 5);
+- ``cam``: class-weighted features (lecture 6);
+- ``postprocess``: whitening, query expansion, re-ranking, diffusion (lecture 7);
+- ``losses``, ``finetune``: fine-tuning (lecture 8); ``manifold``: kNN graphs (lecture 9);
+- ``bench``: every descriptor on a benchmark (lecture 10); ``plot``: the lectures' pictures.
+
+Machinery lives in sub-packages named for their job: ``datasets`` (loading, ground-truth
+formats, downloads, the offline mini benchmark) and ``teaching`` (checks, the exercise
+generator, grading). Submodules load on first use, so ``import retrievalkit as rk;
+rk.pooling.gem(x)`` works without importing faiss or scikit-learn until they are needed.
 """
 from __future__ import annotations
 
@@ -21,23 +36,25 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _SUBMODULES = (
     "pooling",
+    "normalization",
+    "models",
+    "extract",
+    "search",
+    "evaluate",
+    "encoding",
     "regions",
-    "crow",
-    "cam",
     "fusion",
     "multipass",
-    "encoding",
+    "crow",
+    "salient",
+    "cam",
     "postprocess",
     "losses",
     "finetune",
-    "salient",
-    "evaluate",
-    "search",
-    "datasets",
-    "models",
-    "extract",
-    "plot",
+    "manifold",
     "bench",
+    "plot",
+    "datasets",
     "teaching",
 )
 __all__ = [*_SUBMODULES, "__version__"]

@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     bn.add_argument("--dataset", action="append", help="mini (default), oxford5k, paris6k, roxford5k, rparis6k; repeatable")
     bn.add_argument("--model", default="efficientnet_lite0", help="efficientnet_lite0 (default), resnet50, vgg16")
     bn.add_argument("--method", action="append", help="MAC, SPoC, GeM, R-MAC, OS-RMAC, CroW, CAM, VLAD; repeatable (default: all)")
+    bn.add_argument("--variant", action="append", help="raw, +PCAw, +PCAw+αQE; repeatable (default: all)")
     bn.add_argument("--out", type=Path, default=Path("bench-results"), help="the results folder (./bench-results)")
     bn.add_argument("--root", type=Path, help="the data folder (default: $RETRIEVALKIT_DATA or the course's data/cache)")
     bn.add_argument("--download", action="store_true", help="fetch missing benchmarks from their official hosts")
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "grade":
         import time
 
-        from .teaching.grade import Limits, grade, summary, write_results
+        from .teaching.grading import Limits, grade
+        from .teaching.report import summary, write_results
 
         start = time.monotonic()
         given = {"cell_timeout": args.cell_timeout, "submission_timeout": args.timeout,
@@ -57,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         from . import bench
 
         try:
-            rows = bench.run(args.dataset or ["mini"], args.model, args.method, root=args.root, download=args.download,
-                             timing_images=args.timing_images)
+            rows = bench.run(args.dataset or ["mini"], args.model, args.method, args.variant or tuple(bench.VARIANTS),
+                             root=args.root, download=args.download, timing_images=args.timing_images)
         except (FileNotFoundError, ValueError) as e:  # a missing dataset or weights, an unknown name: the message alone
             print(f"python -m retrievalkit bench: {e}", file=sys.stderr)
             return 2

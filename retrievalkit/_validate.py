@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 
-def float_tensor(x: Any, name: str, ndims: tuple[int, ...], shape: str) -> torch.Tensor:
+def check_float_tensor(x: Any, name: str, ndims: tuple[int, ...], shape: str) -> torch.Tensor:
     """A non-empty, finite, floating-point tensor with one of the ranks ``ndims`` (``shape`` names them)."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of shape {shape}, got {type(x).__name__}")
@@ -18,17 +18,17 @@ def float_tensor(x: Any, name: str, ndims: tuple[int, ...], shape: str) -> torch
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
-    finite(x, name)
+    check_finite(x, name)
     return x
 
 
-def feature_maps(x: Any, name: str = "x", nonnegative: bool = False) -> tuple[torch.Tensor, bool]:
+def check_maps(x: Any, name: str = "x", nonnegative: bool = False) -> tuple[torch.Tensor, bool]:
     """Return ``x`` as a 4-D ``(N, C, H, W)`` tensor and whether a batch axis was added.
 
     Accepts ``(C, H, W)`` or ``(N, C, H, W)`` floating-point tensors; rejects anything else,
     empty maps, NaN, and (with ``nonnegative``) negative values.
     """
-    float_tensor(x, name, (3, 4), "(N, C, H, W) or (C, H, W)")
+    check_float_tensor(x, name, (3, 4), "(N, C, H, W) or (C, H, W)")
     if nonnegative and bool((x < 0).any()):
         raise ValueError(f"{name} must be non-negative (e.g. post-ReLU activations), got a minimum of {x.min().item():g}")
     squeezed = x.dim() == 3
@@ -36,11 +36,11 @@ def feature_maps(x: Any, name: str = "x", nonnegative: bool = False) -> tuple[to
 
 
 def unbatch(out: torch.Tensor, squeezed: bool) -> torch.Tensor:
-    """Drop the batch axis added by :func:`feature_maps`."""
+    """Drop the batch axis added by :func:`check_maps`."""
     return out.squeeze(0) if squeezed else out
 
 
-def finite(x: Any, name: str) -> None:
+def check_finite(x: Any, name: str) -> None:
     """Reject NaN (and infinity) in a tensor or array."""
     # One sum is far cheaper than an elementwise test and is finite whenever every value is
     # (NaN and infinity propagate); only an overflowing or non-finite sum needs the full test.
@@ -73,7 +73,7 @@ def positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
-def descriptors(x: Any, name: str = "X") -> torch.Tensor | np.ndarray:
+def check_rows(x: Any, name: str = "X") -> torch.Tensor | np.ndarray:
     """Check a 2-D ``(N, D)`` array or tensor of finite floats (returned unchanged, 1-D promoted)."""
     if isinstance(x, torch.Tensor):
         arr = x
@@ -87,7 +87,7 @@ def descriptors(x: Any, name: str = "X") -> torch.Tensor | np.ndarray:
         raise ValueError(f"{name} must have shape (N, D), got shape {tuple(arr.shape)}")
     if arr.shape[1] == 0:
         raise ValueError(f"{name} must have at least one dimension per row, got shape {tuple(arr.shape)}")
-    finite(arr, name)
+    check_finite(arr, name)
     return arr
 
 
@@ -102,9 +102,9 @@ def nonnegative_number(value: Any, name: str) -> float:
     return v
 
 
-def paired_descriptors(A: Any, B: Any, names: tuple[str, str]) -> tuple[Any, Any]:
+def check_row_pair(A: Any, B: Any, names: tuple[str, str]) -> tuple[Any, Any]:
     """Two non-empty descriptor sets of the same kind (numpy or torch) and dimension."""
-    a, b = descriptors(A, names[0]), descriptors(B, names[1])
+    a, b = check_rows(A, names[0]), check_rows(B, names[1])
     if isinstance(a, torch.Tensor) != isinstance(b, torch.Tensor):
         raise ValueError(f"{names[0]} and {names[1]} must be the same kind (both numpy or both torch), got "
                          f"{type(a).__name__} and {type(b).__name__}")

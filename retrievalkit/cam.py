@@ -17,16 +17,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 
-from ._validate import feature_maps, finite, float_tensor, positive_int, unbatch
+from ._validate import check_finite, check_float_tensor, check_maps, positive_int, unbatch
 from .crow import crow_channel_weights
+from .normalization import l2n
 
 __all__ = ["class_activation_maps", "top_classes", "class_weighted", "aggregate_classes", "cam_boxes"]
-
-_EPS = 1e-12  # L2 normalisation is x / max(||x||, _EPS), as torch.nn.functional.normalize
-
 
 def _class_indices(classes: Any, n_images: int, n_classes: int, device: torch.device) -> torch.Tensor:
     """``classes`` as a long tensor ``(n_images, n)`` of indices in ``[0, n_classes)``."""
@@ -54,10 +51,6 @@ def _class_indices(classes: Any, n_images: int, n_classes: int, device: torch.de
     return idx.to(device=device, dtype=torch.long)
 
 
-def _l2n_numpy(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), _EPS)
-
-
 def class_activation_maps(features: torch.Tensor, fc_weight: torch.Tensor, classes: Any) -> torch.Tensor:
     """Class activation maps (Zhou et al. 2016) as used by Jimenez et al. 2017 -> ``(N, n, H, W)``.
 
@@ -65,14 +58,14 @@ def class_activation_maps(features: torch.Tensor, fc_weight: torch.Tensor, class
     global-average-pooling -> FC classifier, and ``W = fc_weight`` ``(n_classes, K)``; then, as in
     the peer, ``cam_c /= max_ij cam_c`` and *afterwards* ``cam_c[cam_c < 0] = 0``. Dividing before
     clipping means a CAM whose maximum is negative flips sign: its most negative position
-    becomes its maximum (REFERENCE Surprise 5). A CAM whose maximum is exactly 0 is returned as
+    becomes its maximum (the peer's order of operations). A CAM whose maximum is exactly 0 is returned as
     zeros (the peer divides 0 by 0). ``classes`` holds class indices per image ``(N, n)``, e.g.
     :func:`top_classes`, or ``(n,)`` (a tensor, array or list) for the same classes in every
     image. A single ``(K, H, W)`` map gives ``(n, H, W)``. ``fc_weight`` is moved to the
     features' dtype and device. Differentiable in ``features`` and ``fc_weight``.
     """
-    x, squeezed = feature_maps(features, "features")
-    w = float_tensor(fc_weight, "fc_weight", (2,), "(n_classes, K)")
+    x, squeezed = check_maps(features, "features")
+    w = check_float_tensor(fc_weight, "fc_weight", (2,), "(n_classes, K)")
     if w.shape[1] != x.shape[1]:
         raise ValueError(
             f"fc_weight must have one column per feature channel: features have K = {x.shape[1]}, "
@@ -94,7 +87,7 @@ def top_classes(logits: torch.Tensor, n: int) -> torch.Tensor:
     ``scores.argsort()[::-1][:n]`` (``torch.topk``, sorted; the order of exact ties is unspecified).
     ``1 <= n <= n_classes``.
     """
-    s = float_tensor(logits, "logits", (1, 2), "(N, n_classes) or (n_classes,)")
+    s = check_float_tensor(logits, "logits", (1, 2), "(N, n_classes) or (n_classes,)")
     n = positive_int(n, "n")
     if n > s.shape[-1]:
         raise ValueError(f"n must be at most the number of classes ({s.shape[-1]}), got {n}")
@@ -114,8 +107,8 @@ def class_weighted(features: torch.Tensor, cams: torch.Tensor, channel_weights: 
     """
     if not isinstance(channel_weights, bool):
         raise ValueError(f"channel_weights must be True or False, got {channel_weights!r}")
-    x, squeezed = feature_maps(features, "features", nonnegative=channel_weights)
-    m = float_tensor(cams, "cams", (3,) if squeezed else (4,), "(N, n, H, W) matching features (or (n, H, W))")
+    x, squeezed = check_maps(features, "features", nonnegative=channel_weights)
+    m = check_float_tensor(cams, "cams", (3,) if squeezed else (4,), "(N, n, H, W) matching features (or (n, H, W))")
     m = m.unsqueeze(0) if squeezed else m
     if m.shape[0] != x.shape[0] or m.shape[-2:] != x.shape[-2:]:
         raise ValueError(
@@ -125,7 +118,7 @@ def class_weighted(features: torch.Tensor, cams: torch.Tensor, channel_weights: 
     d = torch.einsum("nkhw,nchw->nck", x, m.to(x))
     if channel_weights:
         d = d * crow_channel_weights(x).unsqueeze(1)
-    return unbatch(F.normalize(d, p=2, dim=-1, eps=_EPS), squeezed)
+    return unbatch(l2n(d), squeezed)
 
 
 def aggregate_classes(
@@ -143,7 +136,7 @@ def aggregate_classes(
     numpy and carries no gradient.
     """
     if isinstance(vectors, torch.Tensor):
-        v = float_tensor(vectors, "vectors", (2, 3), "(N, n_classes, C) or (n_classes, C)")
+        v = check_float_tensor(vectors, "vectors", (2, 3), "(N, n_classes, C) or (n_classes, C)")
     elif isinstance(vectors, np.ndarray):
         v = vectors
         if v.ndim not in (2, 3) or v.size == 0 or v.dtype.kind != "f":
@@ -151,7 +144,7 @@ def aggregate_classes(
                 "vectors must be a non-empty floating-point array of shape (N, n_classes, C) or "
                 f"(n_classes, C), got shape {v.shape} and dtype {v.dtype}"
             )
-        finite(v, "vectors")
+        check_finite(v, "vectors")
     else:
         raise ValueError(f"vectors must be a torch.Tensor or numpy.ndarray, got {type(vectors).__name__}")
     squeezed = v.ndim == 2
@@ -162,18 +155,15 @@ def aggregate_classes(
             raise ValueError(f"n must be at most the number of class vectors ({v.shape[1]}), got {n}")
         v = v[:, :n]
     if pca is None:
-        if isinstance(v, torch.Tensor):
-            out = F.normalize(v.sum(dim=1), p=2, dim=-1, eps=_EPS)
-        else:
-            out = _l2n_numpy(v.sum(axis=1))
+        out = l2n(v.sum(1))
         return out[0] if squeezed else out
     if not callable(getattr(pca, "transform", None)):
         raise ValueError(f"pca must have a .transform(X) method (e.g. a fitted sklearn PCA), got {type(pca).__name__}")
     arr = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v
     n_img, n_cls, dim = arr.shape
     projected = np.asarray(pca.transform(arr.reshape(n_img * n_cls, dim)))
-    projected = _l2n_numpy(projected.reshape(n_img, n_cls, -1))
-    out = _l2n_numpy(projected.sum(axis=1)).astype(arr.dtype)
+    projected = l2n(projected.reshape(n_img, n_cls, -1))
+    out = l2n(projected.sum(axis=1)).astype(arr.dtype)
     out = out[0] if squeezed else out
     if isinstance(v, torch.Tensor):
         return torch.from_numpy(out).to(device=v.device, dtype=v.dtype)
@@ -202,7 +192,7 @@ def cam_boxes(
         raise ValueError(f"cam must be a torch.Tensor or numpy.ndarray of shape (H, W), got {type(cam).__name__}")
     if c.ndim != 2 or c.size == 0 or c.dtype.kind not in "fiu":
         raise ValueError(f"cam must be a non-empty real (H, W) map, got shape {c.shape} and dtype {c.dtype}")
-    finite(c, "cam")
+    check_finite(c, "cam")
     try:
         ts = np.atleast_1d(np.asarray(thresholds, dtype=float))
     except (TypeError, ValueError):
@@ -220,3 +210,26 @@ def cam_boxes(
         rows, cols = ndimage.find_objects(labels)[largest - 1]
         boxes.append([cols.start, rows.start, cols.stop, rows.stop])
     return boxes
+
+
+def class_vectors(net: Any, maps: Sequence[torch.Tensor], n: int | None = None, classes: Any = None) -> torch.Tensor:
+    """The class-weighted vectors (:func:`class_weighted`) of every image -> ``(N, n, C)``.
+
+    ``maps``: one ``(C, H, W)`` feature map per image (any sizes); ``net`` gives the class scores
+    ``net.logits(x)`` and the classifier's weights ``net.fc_weight`` (a ``models.Backbone``). Give
+    ``n``: each image's own top ``n`` classes (offline aggregation), or ``classes``: ``(n,)``
+    indices used for every image (online aggregation: the database described with a query's
+    classes). :func:`aggregate_classes` then sums them into one vector per image.
+    """
+    if (n is None) == (classes is None):
+        raise ValueError(f"give exactly one of n and classes, got n={n!r}, classes={classes!r}")
+    if isinstance(maps, torch.Tensor) or len(maps) == 0:
+        raise ValueError("maps must be a non-empty list of (C, H, W) tensors")
+    W = net.fc_weight.detach()
+    out = []
+    with torch.inference_mode():
+        for i, m in enumerate(maps):
+            x = check_float_tensor(m, f"maps[{i}]", (3,), "(C, H, W)")[None]
+            c = top_classes(net.logits(x), n) if classes is None else classes
+            out.append(class_weighted(x, class_activation_maps(x, W, c))[0])
+    return torch.stack(out)

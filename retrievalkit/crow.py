@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._validate import feature_maps, positive_number, unbatch
+from ._validate import check_maps, nonnegative_number, positive_number, unbatch
 
 __all__ = ["crow_spatial_weights", "crow_channel_weights", "crow", "CroW"]
 
@@ -35,10 +35,12 @@ def _spatial(x: torch.Tensor, a: float, b: float) -> torch.Tensor:
     return (s / torch.where(z > 0, z, torch.ones_like(z))).pow(1.0 / b)
 
 
-def _channel(x: torch.Tensor) -> torch.Tensor:
+def _channel(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     """Channel weights of a checked 4-D map (see :func:`crow_channel_weights`)."""
     h, w = x.shape[-2:]
     q = (x != 0).sum(dim=(-2, -1)).to(x.dtype) / (h * w)  # (N, C)
+    if eps > 0:
+        return torch.log((x.shape[1] * eps + q.sum(dim=1, keepdim=True)) / (eps + q))
     nonzero = q > 0
     ratio = q.sum(dim=1, keepdim=True) / torch.where(nonzero, q, torch.ones_like(q))
     return torch.where(nonzero, torch.log(ratio), torch.zeros_like(q))
@@ -51,24 +53,27 @@ def crow_spatial_weights(x: torch.Tensor, a: float = 2, b: float = 2) -> torch.T
     the weights have unit ``a``-norm. ``x`` must be non-negative (post-ReLU), ``a, b > 0``.
     An all-zero map (``S = 0``, where yahoo/crow divides 0 by 0) gets all-zero weights.
     """
-    x4, squeezed = feature_maps(x, "x", nonnegative=True)
+    x4, squeezed = check_maps(x, "x", nonnegative=True)
     a = positive_number(a, "a")
     b = positive_number(b, "b")
     return unbatch(_spatial(x4, a, b), squeezed)
 
 
-def crow_channel_weights(x: torch.Tensor) -> torch.Tensor:
+def crow_channel_weights(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     """CroW channel (sparsity) weights ``w_k = log(sum_j Q_j / Q_k)`` -> ``(N, C)``.
 
     ``Q_k`` is the fraction of non-zero positions of channel ``k``. As in yahoo/crow, an
-    all-zero channel (``Q_k = 0``) gets ``w_k = 0`` and no epsilon is added; PyRetri's ``Crow``
-    replaces every ``Q_k`` by ``Q_k + 1e-6`` (in the sum too): about the same weights on other
-    channels, but a large finite weight, ``log(sum_j Q_j / 1e-6)``, for an all-zero channel. A map with every
-    channel zero gets all-zero weights. Counting is not differentiable: the result has no
-    gradient. ``x`` must be non-negative (post-ReLU).
+    all-zero channel (``Q_k = 0``) gets ``w_k = 0`` and no epsilon is added (``eps = 0``). With
+    ``eps > 0``: ``w_k = log((K eps + sum_j Q_j) / (eps + Q_k))`` over the ``K`` channels, every
+    ``Q_k`` replaced by ``Q_k + eps`` (in the sum too), as PyRetri's ``Crow`` (``eps = 1e-6``) and
+    eq. 2 of Jeong et al. (ICASSP 2017) write it: about the same weights on other channels, but a
+    large finite weight, ``log((K eps + sum_j Q_j) / eps)``, for an all-zero channel. A map with
+    every channel zero gets all-zero weights (``eps = 0``). Counting is not differentiable: the
+    result has no gradient. ``x`` must be non-negative (post-ReLU).
     """
-    x4, squeezed = feature_maps(x, "x", nonnegative=True)
-    return unbatch(_channel(x4), squeezed)
+    x4, squeezed = check_maps(x, "x", nonnegative=True)
+    eps = nonnegative_number(eps, "eps")
+    return unbatch(_channel(x4, eps), squeezed)
 
 
 def crow(
@@ -82,7 +87,7 @@ def crow(
     ``channel=False`` alone is the spatially weighted sum without channel weights.
     Unnormalised, differentiable in ``x`` (the channel weights are counts and carry no gradient).
     """
-    x4, squeezed = feature_maps(x, "x", nonnegative=True)
+    x4, squeezed = check_maps(x, "x", nonnegative=True)
     a = positive_number(a, "a")
     b = positive_number(b, "b")
     if _flag(spatial, "spatial"):

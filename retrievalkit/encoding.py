@@ -13,14 +13,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ._validate import descriptors as _rows
-from ._validate import feature_maps, positive_int, positive_number
+from ._validate import check_maps, check_rows, positive_int, positive_number
+from .normalization import l2n
 
 __all__ = ["local_descriptors", "Codebook", "bow", "idf_weights", "vlad", "fisher_vector"]
 
-_EPS = 1e-12  # VLFeat's floor on a norm before dividing by it
 _NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
 
 
@@ -30,7 +28,7 @@ def local_descriptors(x: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
     Row ``h*W + w`` is the ``C``-vector at position ``(h, w)`` (row-major over positions).
     One ``(C, H, W)`` map gives one ``(H*W, C)`` tensor. The rows are views of ``x``.
     """
-    x4, squeezed = feature_maps(x)
+    x4, squeezed = check_maps(x)
     rows = x4.flatten(2).transpose(1, 2)
     return rows[0] if squeezed else list(rows)
 
@@ -43,7 +41,7 @@ def _images(X: Any, name: str = "X") -> tuple[torch.Tensor, torch.Tensor, int, b
     if not items:
         raise ValueError(f"{name} must be an array of shape (T, D) or a non-empty list of them, got an empty list")
     names = [name] if single else [f"{name}[{i}]" for i in range(len(items))]
-    arrs = [_rows(a, n) for a, n in zip(items, names)]
+    arrs = [check_rows(a, n) for a, n in zip(items, names)]
     is_numpy = isinstance(arrs[0], np.ndarray)
     for a, n in zip(arrs, names):
         if isinstance(a, np.ndarray) != is_numpy:
@@ -78,7 +76,7 @@ def _like(v: torch.Tensor, single: bool, is_numpy: bool) -> np.ndarray | torch.T
 
 def _centers(centers: Any, rows: torch.Tensor) -> torch.Tensor:
     """Check ``(K, D)`` centres (numpy or torch) against the descriptors; cast to their dtype and device."""
-    c = _rows(centers, "centers")
+    c = check_rows(centers, "centers")
     if c.shape[0] == 0:
         raise ValueError(f"centers must hold at least one centre, got shape {tuple(c.shape)}")
     if c.shape[1] != rows.shape[1]:
@@ -133,12 +131,14 @@ class Codebook:
     def centers(self) -> np.ndarray:
         """The learnt centres ``(k, D)``."""
         if not hasattr(self, "centers_"):
-            raise ValueError("this Codebook is not fitted yet: call fit(descriptors) first")
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError("This Codebook is not fitted yet: call fit(descriptors) first")
         return self.centers_
 
     def assign(self, X: Any) -> np.ndarray | torch.Tensor:
         """Nearest centre of each row of ``X`` ``(M, D)`` -> ``(M,)`` int64 (ties to the lower index)."""
-        rows, _, _, _, is_numpy = _images(_rows(X, "X"))
+        rows, _, _, _, is_numpy = _images(check_rows(X, "X"))
         a = _nearest(rows, _centers(self.centers, rows))
         return a.numpy() if is_numpy else a
 
@@ -159,12 +159,12 @@ def bow(X: Any, centers: Any, idf: Any = None) -> np.ndarray | torch.Tensor:
         if not isinstance(idf, (np.ndarray, torch.Tensor)) or idf.shape != (K,):
             raise ValueError(f"idf must be an array of shape ({K},), one weight per centre, "
                              f"got {getattr(idf, 'shape', idf)!r}")
-        w = _rows(idf, "idf")[0]
+        w = check_rows(idf, "idf")[0]
         w = torch.from_numpy(np.ascontiguousarray(w)) if isinstance(w, np.ndarray) else w
         if bool((w < 0).any()):
             raise ValueError("idf must be non-negative")
         h = h * w.to(dtype=rows.dtype, device=rows.device)
-    return _like(F.normalize(h, dim=1, eps=_EPS), single, is_numpy)
+    return _like(l2n(h), single, is_numpy)
 
 
 def idf_weights(histograms: Any) -> np.ndarray | torch.Tensor:
@@ -173,7 +173,7 @@ def idf_weights(histograms: Any) -> np.ndarray | torch.Tensor:
     ``df_k`` is the number of images whose histogram has ``h_k > 0`` (raw counts or :func:`bow`
     vectors alike); a word that occurs in no image gets weight 0 rather than ``log(N / 0)``.
     """
-    H = _rows(histograms, "histograms")
+    H = check_rows(histograms, "histograms")
     if H.shape[0] == 0:
         raise ValueError(f"histograms must hold at least one image, got shape {tuple(H.shape)}")
     is_numpy = isinstance(H, np.ndarray)
@@ -187,7 +187,7 @@ def idf_weights(histograms: Any) -> np.ndarray | torch.Tensor:
 
 
 def vlad(X: Any, centers: Any, power: float | None = None, intra: bool = False) -> np.ndarray | torch.Tensor:
-    """VLAD (Jégou et al., CVPR 2010; the slides, seed 001), normalised in VLFeat's order.
+    """VLAD (Jégou et al., CVPR 2010; the lecture slides of Wei ("Deep Image Retrieval", PolyU COMP4423)), normalised in VLFeat's order.
 
     ``v_k = sum_{t: NN(x_t) = c_k} (x_t - c_k)``, hard nearest centre (squared L2, ties to the
     lower index), computed as VLFeat does: ``sum x_t - n_k c_k``. The slides' ``1/T`` is one
@@ -213,8 +213,8 @@ def vlad(X: Any, centers: Any, power: float | None = None, intra: bool = False) 
     if p is not None:
         v = v.sign() * v.abs().pow(p)
     if intra:
-        v = F.normalize(v, dim=2, eps=_EPS)
-    return _like(F.normalize(v.flatten(1), dim=1, eps=_EPS), single, is_numpy)
+        v = l2n(v)
+    return _like(l2n(v.flatten(1)), single, is_numpy)
 
 
 def fisher_vector(X: Any, gmm: Any, improved: bool = True) -> np.ndarray | torch.Tensor:
@@ -242,7 +242,7 @@ def fisher_vector(X: Any, gmm: Any, improved: bool = True) -> np.ndarray | torch
         raise ValueError(f"gmm must be a sklearn GaussianMixture(covariance_type='diag'), got {gmm!r}")
     if not hasattr(gmm, "means_"):
         raise ValueError("gmm must be fitted (call gmm.fit(descriptors) first)")
-    rows, _, _, _, is_numpy = _images(_rows(X, "X"))
+    rows, _, _, _, is_numpy = _images(check_rows(X, "X"))
     if rows.shape[1] != gmm.means_.shape[1]:
         raise ValueError(f"X must have the mixture's dimension D={gmm.means_.shape[1]}, got shape {tuple(rows.shape)}")
     x = rows.detach().cpu().numpy().astype(np.float64)
@@ -255,6 +255,6 @@ def fisher_vector(X: Any, gmm: Any, improved: bool = True) -> np.ndarray | torch
     fv = np.concatenate([u.ravel(), v.ravel()])
     if improved:
         fv = np.sign(fv) * np.sqrt(np.abs(fv))
-        fv = fv / max(float(np.linalg.norm(fv)), _EPS)
+        fv = l2n(fv)
     out = torch.from_numpy(fv).to(dtype=rows.dtype, device=rows.device)
     return out.numpy() if is_numpy else out

@@ -16,7 +16,7 @@ The pipeline of cirtorch's ``extract_vectors`` (``networks/imageretrievalnet.py`
 3. **Pool, multi-scale** (:func:`descriptors`), exactly cirtorch's ``extract_ms``: for each
    scale ``s`` the normalised input is resized by ``s`` (``F.interpolate``, bilinear,
    ``align_corners=False``, no antialiasing) and described by ``f_s = l2n(pool(features))``
-   (cirtorch's network ends with ``L2N``: ``x / (||x|| + 1e-6)``); then
+   (cirtorch's network ends with ``L2N``; here :func:`retrievalkit.normalization.l2n`); then
    ``v = (mean_s f_s^power)^(1/power)`` and ``v / ||v||``. ``power`` is the GeM ``p`` for GeM
    networks in cirtorch, 1 otherwise; scales ``(1, 1/sqrt(2), 1/2)`` are its usual choice.
 
@@ -24,9 +24,12 @@ Differences from cirtorch: ``size`` is reached exactly, enlarging when needed (c
 ``imresize`` uses PIL ``thumbnail``, which only shrinks), and the resize uses torchvision's
 antialiased bilinear kernel instead of PIL's removed ``ANTIALIAS`` filter.
 
-With ``cache=<folder>``, :func:`descriptors` stores its result as ``.npy`` under a hash of
-everything that determines it (images, boxes, ``key``, the model's name and weights, the pooling
-function and its parameters, ``size``, ``scales``, ``power``) and loads it on the next call.
+One on-disk cache serves :func:`descriptors` and :func:`dataset_maps`: ``cache="default"`` (their
+default) is ``<data root>/features`` (``data/cache/features`` in the course checkout), a folder
+may be given, None turns it off. Each result is one ``.pt`` file named by a hash of everything
+that determines it (images with their sizes and modification times, boxes, the model's name and
+weights, the pooling function and its parameters, ``size``, ``scales``, ``power``, the layer)
+and is loaded on the next call.
 """
 from __future__ import annotations
 
@@ -57,13 +60,13 @@ from ._atomic import write_atomic
 from ._batching import rows_by_shape
 from ._validate import positive_int, positive_number
 from .models import _resized_hw
+from .normalization import l2n
 
 __all__ = ["feature_maps", "descriptors", "dataset_descriptors", "dataset_maps", "pool_maps"]
 
 Pool = Callable[[torch.Tensor], torch.Tensor]
 Plan = list[tuple[tuple[int, int, int, int] | None, tuple[int, int]]]  # per image: integer crop or None, (h, w)
-_L2N_EPS = 1e-6  # cirtorch's L2N: x / (||x|| + eps)
-_CACHE_VERSION = "retrievalkit.extract.descriptors/1"
+_CACHE_VERSION = "retrievalkit.extract/2"  # bumped whenever cached results would change
 
 
 def _default_workers() -> int:
@@ -222,7 +225,7 @@ def feature_maps(
     """The last convolutional maps of each image, ``[(K, h, w), ...]`` float32 on the CPU, in input order.
 
     ``layer="penultimate"`` gives the maps one stride up instead (``model.multi_layer``), for the
-    multi-layer descriptors of seed 002.
+    multi-layer descriptors of Seddati et al. (ICCVW 2017).
 
     ``model`` is a :class:`retrievalkit.models.Backbone` (anything with ``features`` and
     ``transform``). ``size`` is the longest side fed to the network (None: the image as stored);
@@ -243,10 +246,6 @@ def feature_maps(
     return out
 
 
-def _l2n(v: torch.Tensor) -> torch.Tensor:
-    return v / (v.norm(dim=1, keepdim=True) + _L2N_EPS)
-
-
 def _check_scales(scales: Any) -> tuple[float, ...]:
     if isinstance(scales, (str, bytes)) or not isinstance(scales, Sequence) or len(scales) == 0:
         raise ValueError(f"scales must be a non-empty sequence of positive numbers, got {scales!r}")
@@ -263,13 +262,13 @@ def _multiscale(model: nn.Module, x: torch.Tensor, pool: Pool, scales: tuple[flo
         v = pool(_maps(model, xs))
         if not isinstance(v, torch.Tensor) or v.dim() != 2 or v.shape[0] != x.shape[0]:
             raise ValueError(f"pool must map (N, K, H, W) maps to (N, D) descriptors, got {getattr(v, 'shape', type(v))}")
-        v = _l2n(v.float())
+        v = l2n(v.float())
         if power != 1 and bool((v < 0).any()):
             raise ValueError(f"power = {power} needs non-negative descriptors (e.g. GeM), but pool gave negative values")
         v = v if power == 1 else v.pow(power)
         total = v if total is None else total + v
     v = total / len(scales)
-    return F.normalize(v if power == 1 else v.pow(1.0 / power), dim=1)
+    return l2n(v if power == 1 else v.pow(1.0 / power))
 
 
 def _tensor_digest(t: torch.Tensor) -> str:
@@ -323,23 +322,22 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "x"
 
 
-def _cache_file(
-    cache: Any, key: str | None, model: nn.Module, pool: Pool, images: list, boxes: list, size: Any, scales: tuple, power: float
-) -> Path:
+def _cache_path(cache: str | os.PathLike | None, label: str, parts: list[str]) -> Path | None:
+    """The one on-disk cache of this module: ``<folder>/<label>-<hash of parts>.pt`` (``torch.save``).
+
+    ``cache`` is a folder, ``"default"`` (``<data root>/features``, i.e. ``data/cache/features`` in
+    the course checkout) or None (no cache). ``parts`` describe everything the result depends on.
+    """
+    if cache is None:
+        return None
+    if isinstance(cache, str) and cache == "default":
+        from .datasets import resolve_root
+
+        cache = resolve_root() / "features"
     folder = Path(cache)
     folder.mkdir(parents=True, exist_ok=True)
-    pool_desc = _describe(pool)
-    if " at 0x" in pool_desc:
-        raise ValueError(
-            f"pool {pool_desc} has no stable description for the cache: pass a function, a functools.partial or an nn.Module"
-        )
-    parts = [_CACHE_VERSION, repr(key), _describe(model), pool_desc, repr(size), repr(scales), repr(power), repr(boxes),
-             "\n".join(_describe(im) if isinstance(im, Image.Image) else _file_key(im) for im in images)]
-    digest = hashlib.sha1("\x00".join(parts).encode()).hexdigest()[:20]
-    pool_name = getattr(pool, "__name__", None) or getattr(getattr(pool, "func", None), "__name__", None)
-    pool_name = pool_name or type(pool).__name__
-    name = "-".join(_slug(p) for p in (key or "images", getattr(model, "name", type(model).__name__), pool_name))
-    return folder / f"{name}-{digest}.npy"
+    digest = hashlib.sha1("\x00".join([_CACHE_VERSION, *parts]).encode()).hexdigest()[:20]
+    return folder / f"{label}-{digest}.pt"
 
 
 def descriptors(
@@ -354,7 +352,7 @@ def descriptors(
     num_workers: int | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
-    cache: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = "default",
     key: str | None = None,
 ) -> torch.Tensor:
     """One L2-normalised descriptor per image -> ``(N, D)`` float32 on the CPU, rows in input order.
@@ -364,22 +362,29 @@ def descriptors(
     with ``scales`` and ``power`` exactly as cirtorch's ``extract_ms`` (module docstring):
     ``v = l2n((mean_s l2n(pool(features(resize_s(x))))^power)^(1/power))``; ``scales=(1,)``
     is single-scale. ``size``, ``boxes``, ``batch_size``, ``num_workers``, ``device``: as in
-    :func:`feature_maps`. ``cache``: a folder where the result is stored and looked up first
-    (``key``, e.g. ``"roxford5k/database"``, names the file and enters its hash).
+    :func:`feature_maps`. ``cache``: where the result is stored and looked up first (module
+    docstring; ``key``, e.g. ``"roxford5k/database"``, names the file and enters its hash).
     """
     scales = _check_scales(scales)
     power = positive_number(power, "power")
     if not callable(pool):
         raise ValueError(f"pool must be a callable mapping (N, K, H, W) maps to (N, D), got {type(pool).__name__}")
     images = _check_images(images)
-    path = None
-    if cache is not None:
-        path = _cache_file(cache, key, model, pool, images, _check_boxes(boxes, len(images)),
-                           None if size is None else positive_number(size, "size"), scales, power)
-        if path.is_file():
-            stored = np.load(path)
-            if stored.shape[0] == len(images):
-                return torch.from_numpy(stored)
+    pool_desc = _describe(pool)
+    if cache is not None and " at 0x" in pool_desc:
+        raise ValueError(
+            f"pool {pool_desc} has no stable description for the cache: pass a function, a functools.partial or an nn.Module"
+        )
+    pool_name = getattr(pool, "__name__", None) or getattr(getattr(pool, "func", None), "__name__", None) or type(pool).__name__
+    label = "-".join(_slug(p) for p in (key or "images", getattr(model, "name", type(model).__name__), pool_name))
+    path = _cache_path(cache, label, [
+        "descriptors", repr(key), _describe(model), pool_desc, repr(None if size is None else positive_number(size, "size")),
+        repr(scales), repr(power), repr(_check_boxes(boxes, len(images))),
+        *(_describe(im) if isinstance(im, Image.Image) else _file_key(im) for im in images)])
+    if path is not None and path.is_file():
+        stored = torch.load(path)
+        if stored.shape[0] == len(images):
+            return stored
     dev = _device(model, device)
     rows: dict[int, torch.Tensor] = {}
     with torch.inference_mode():
@@ -388,7 +393,7 @@ def descriptors(
             rows.update(zip(idx, v))
     X = torch.stack([rows[i] for i in range(len(rows))])
     if path is not None:
-        write_atomic(path, lambda f: np.save(f, X.numpy()))
+        write_atomic(path, lambda f: torch.save(X, f))
     return X
 
 
@@ -433,7 +438,7 @@ def pool_maps(maps: Sequence[torch.Tensor], pool: Pool, batch_size: int = 64) ->
         if not isinstance(m, torch.Tensor) or m.dim() != 3:
             raise ValueError(f"maps[{i}] must be a (K, h, w) tensor, got {getattr(m, 'shape', type(m))}")
     with torch.inference_mode():
-        return _l2n(rows_by_shape([m.float() for m in maps], pool, batch_size, "pool").float())
+        return l2n(rows_by_shape([m.float() for m in maps], pool, batch_size, "pool").float())
 
 
 def dataset_maps(
@@ -447,26 +452,18 @@ def dataset_maps(
     """``(query_maps, database_maps)``: the feature maps of a dataset's queries (cropped to their
     boxes with the query scale rule) and database images, as lists of ``(K, h, w)`` tensors.
 
-    Cached in ``cache`` (default ``<data root>/maps``, i.e. ``data/cache/maps``; None: no cache) as float16 ``.pt``
-    files named by a hash of the dataset's images, boxes, the model's weights and ``size``, so
-    the notebooks extract the mini benchmark once. ``layer`` and ``kwargs`` go to :func:`feature_maps`.
+    Cached as float16 in the module's cache (``cache``, module docstring), so the notebooks
+    extract the mini benchmark once. ``layer`` and ``kwargs`` go to :func:`feature_maps`.
     """
     name = str(getattr(dataset, "name", "dataset"))
     queries = [Path(q) for q in dataset.queries]
     boxes = [g.get("bbx") for g in getattr(dataset, "gnd", None) or [{}] * len(queries)]
     images = [Path(p) for p in dataset.images]
     size = None if size is None else positive_number(size, "size")
-    path = None
-    if cache is not None:
-        if cache == "default":
-            from .datasets import resolve_root
-
-            cache = resolve_root() / "maps"
-        folder = Path(cache)
-        folder.mkdir(parents=True, exist_ok=True)
-        parts = [_CACHE_VERSION, name, _describe(model), repr(size), layer, repr(boxes), *map(_file_key, queries + images)]
-        digest = hashlib.sha1("\x00".join(parts).encode()).hexdigest()[:20]
-        path = folder / f"{_slug(name)}-{_slug(getattr(model, 'name', 'model'))}-{digest}.pt"
+    label = f"{_slug(name)}-{_slug(getattr(model, 'name', 'model'))}-maps"
+    path = _cache_path(cache, label, ["maps", name, _describe(model), repr(size), layer, repr(boxes),
+                                      *map(_file_key, queries + images)])
+    if path is not None:
         if path.is_file():
             stored = torch.load(path)
             return [m.float() for m in stored["queries"]], [m.float() for m in stored["database"]]
@@ -478,3 +475,10 @@ def dataset_maps(
     write_atomic(path, lambda f: torch.save(stored, f))
     # the same (float16-rounded) values whether they come from the cache or not
     return [m.float() for m in stored["queries"]], [m.float() for m in stored["database"]]
+
+
+def pool_dataset_maps(query_maps: Sequence[torch.Tensor], database_maps: Sequence[torch.Tensor],
+                      pool: Pool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Q, X)``: the maps of :func:`dataset_maps` pooled by ``pool`` with :func:`pool_maps`, one
+    L2-normalised descriptor per query crop and per database image, ready for ``search.rank(Q, X)``."""
+    return pool_maps(query_maps, pool), pool_maps(database_maps, pool)

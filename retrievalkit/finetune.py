@@ -6,7 +6,7 @@ untrained head *is* off-the-shelf GeM), L2. Training data are feature maps of tr
 (never the evaluation queries) with integer labels: equal labels show the same object;
 a negative label marks a distractor (never an anchor or a positive, always a possible negative).
 
-Two ways of tuning (seed 001):
+Two ways of tuning (the lecture slides of Wei ("Deep Image Retrieval", PolyU COMP4423)):
 
 * **verification**: tuples ``(anchor, positive, n hardest negatives)`` re-mined every epoch
   with the current head (:func:`retrievalkit.losses.hard_negatives`), and the contrastive loss
@@ -39,6 +39,7 @@ from . import evaluate, extract, losses, search
 from .datasets import mini
 from ._batching import rows_by_shape
 from ._validate import nonnegative_number, positive_int, positive_number
+from .normalization import l2n
 from .pooling import GeM
 
 __all__ = ["GeMHead", "TrainingSet", "mini_training_set", "embed", "mine_tuples", "validation_map", "train"]
@@ -58,7 +59,7 @@ class GeMHead(nn.Module):
             self.whiten.weight.copy_(torch.eye(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.whiten(F.normalize(self.gem(x), dim=-1)), dim=-1)
+        return l2n(self.whiten(l2n(self.gem(x))))
 
 
 @dataclass
@@ -212,7 +213,7 @@ def train(
         with torch.no_grad():
             dim = embed(head, maps[:1]).shape[1]
         generator = torch.Generator().manual_seed(seed)
-        classifier = nn.Parameter(F.normalize(torch.randn(classes.size, dim, generator=generator), dim=1))
+        classifier = nn.Parameter(l2n(torch.randn(classes.size, dim, generator=generator)))
         groups[0]["params"].append(classifier)
         target_t = torch.from_numpy(target)
         rows = torch.from_numpy(np.flatnonzero(known))
@@ -225,7 +226,7 @@ def train(
     for _ in range(epochs):
         E = embed(head, maps)
         if loss == "classification":
-            value = F.cross_entropy(positive_number(scale, "scale") * E[rows] @ F.normalize(classifier, dim=1).T, target_t)
+            value = F.cross_entropy(positive_number(scale, "scale") * E[rows] @ l2n(classifier).T, target_t)
         else:
             value = _verification_loss(E, mine_tuples(E.detach(), labels, n_negatives, rng), loss, margin)
         optimiser.zero_grad()

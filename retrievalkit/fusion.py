@@ -1,7 +1,7 @@
 """Fusion of several views of one image: resolutions, layers and the CAM mask of Seddati et al.
 
 Seddati et al., "Towards good practices for image retrieval based on CNN features" (ICCVW
-2017; seed 002) feed an image at three resolutions (longest side 1050, 800, 550), rescale the
+2017, https://scholar.google.com/scholar?q=%22Towards+Good+Practices+for+Image+Retrieval+Based+on+CNN+Features%22) feed an image at three resolutions (longest side 1050, 800, 550), rescale the
 feature maps to the largest one and sum them ("early fusion"), where Gordo et al. pool each
 resolution and sum the descriptors ("late fusion"). The descriptors of the last two layers are
 concatenated (:func:`retrievalkit.postprocess.fuse`) and an optional CAM mask restricts pooling
@@ -14,7 +14,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ._validate import descriptors, feature_maps, positive_number, unbatch
+from ._validate import check_maps, check_rows, positive_number, unbatch
+from .normalization import l2n
 from .regions import os_rmac
 
 __all__ = ["SEDDATI_RESOLUTIONS", "early_fusion", "late_fusion", "cam_mask", "local_rmac"]
@@ -23,7 +24,7 @@ SEDDATI_RESOLUTIONS = (1050, 800, 550)  # longest side of the three inputs (Algo
 
 
 def early_fusion(maps: Sequence[torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Rescale feature maps of several resolutions to one size and sum them (seed 002).
+    """Rescale feature maps of several resolutions to one size and sum them (Seddati et al.).
 
     ``F = sum_r resize(F_r, size)`` with bilinear interpolation (``align_corners=False``);
     ``size`` defaults to the largest map (the highest resolution). All maps need the same
@@ -31,7 +32,7 @@ def early_fusion(maps: Sequence[torch.Tensor], size: tuple[int, int] | None = No
     """
     if isinstance(maps, torch.Tensor) or len(maps) == 0:
         raise ValueError("maps must be a non-empty sequence of feature maps, one per resolution")
-    checked = [feature_maps(m, f"maps[{i}]") for i, m in enumerate(maps)]
+    checked = [check_maps(m, f"maps[{i}]") for i, m in enumerate(maps)]
     shapes = {(m.shape[0], m.shape[1]) for m, _ in checked}
     if len(shapes) != 1:
         raise ValueError(f"maps must share batch and channel sizes, got {sorted(shapes)}")
@@ -57,13 +58,12 @@ def late_fusion(vectors: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
         stacked = stacked[:, None, :]
     if stacked.dim() != 3 or stacked.shape[0] == 0:
         raise ValueError(f"vectors must be S descriptors of shape (N, D), got shape {tuple(stacked.shape)}")
-    descriptors(stacked.flatten(0, 1), "vectors")
-    s = stacked.sum(dim=0)
-    return s / (s.norm(dim=1, keepdim=True) + 1e-6)
+    check_rows(stacked.flatten(0, 1), "vectors")
+    return l2n(stacked.sum(dim=0))
 
 
 def cam_mask(cam: torch.Tensor, factor: float = 0.9) -> torch.Tensor:
-    """Binary spatial mask ``cam > factor * mean(cam)`` per image (seed 002, "Localization").
+    """Binary spatial mask ``cam > factor * mean(cam)`` per image (Seddati et al., "Localization").
 
     ``cam`` is ``(N, H, W)`` or ``(H, W)``; the result has the same shape and dtype (0 or 1).
     """
@@ -77,12 +77,12 @@ def cam_mask(cam: torch.Tensor, factor: float = 0.9) -> torch.Tensor:
 
 
 def local_rmac(x: torch.Tensor, cam: torch.Tensor, factor: float = 0.9, L: int = 3) -> torch.Tensor:
-    """CAM-masked local R-MAC of seed 002: ``os_rmac(x * cam_mask(cam, factor))``.
+    """CAM-masked local R-MAC of Seddati et al.: ``os_rmac(x * cam_mask(cam, factor))``.
 
     ``cam`` is ``(N, H', W')`` (or ``(H', W')`` for one map); a mask of another size than the
     feature maps (a CAM from another layer) is resized with nearest-neighbour interpolation.
     """
-    x4, squeezed = feature_maps(x)
+    x4, squeezed = check_maps(x)
     mask = cam_mask(cam, factor)
     if mask.dim() == 2:
         mask = mask[None]

@@ -1,8 +1,9 @@
 """Losses for fine-tuning a retrieval network, and the hard-negative miner that feeds them.
 
 Descriptors are rows ``(N, D)`` ``torch.Tensor`` (the losses need gradients, so only torch).
-Two forms of the contrastive loss are given because the course's slides (seed 001) and
-cirtorch (Radenović et al.; ``cirtorch/layers/functional.py``) differ; the triplet loss is
+Two forms of the contrastive loss are given because the lecture slides of Wei ("Deep Image
+Retrieval", PolyU COMP4423) and cirtorch (Radenović et al., TPAMI 2018,
+https://arxiv.org/abs/1711.02512; ``cirtorch/layers/functional.py``) differ; the triplet loss is
 the same in both. cirtorch *sums* the loss over all pairs of a batch (``reduction="sum"``);
 the default here is the mean.
 """
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validate import finite, nonnegative_number, paired_descriptors, positive_int
+from ._validate import check_finite, check_row_pair, nonnegative_number, positive_int
 
 __all__ = ["contrastive_loss", "triplet_loss", "hard_negatives"]
 
@@ -23,7 +24,7 @@ _FORMS = ("slides", "cirtorch")
 _CIRTORCH_EPS = 1e-6  # cirtorch's contrastive_loss(eps=1e-6), added to a - b before the norm
 
 
-def _rows(x: Any, name: str) -> torch.Tensor:
+def _check_torch_rows(x: Any, name: str) -> torch.Tensor:
     """A non-empty, finite, floating-point ``(N, D)`` torch tensor."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of shape (N, D), got {type(x).__name__}")
@@ -31,7 +32,7 @@ def _rows(x: Any, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must have shape (N, D) with N, D >= 1, got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    finite(x, name)
+    check_finite(x, name)
     return x
 
 
@@ -54,7 +55,7 @@ def contrastive_loss(
 ) -> torch.Tensor:
     """Contrastive (Siamese) loss of the pairs ``(a_i, b_i)``; ``y_i = 1`` matching, ``0`` not.
 
-    ``form="slides"`` (seed 001): ``L = 1/2 S D + 1/2 (1 - S) max(0, m - D)`` with
+    ``form="slides"`` (Wei's slides): ``L = 1/2 S D + 1/2 (1 - S) max(0, m - D)`` with
     ``D = ||a - b||^2`` the *squared* distance and a plain hinge.
     ``form="cirtorch"`` (``cirtorch.layers.functional.contrastive_loss``):
     ``L = 1/2 y d^2 + 1/2 (1 - y) max(0, m - d)^2`` with ``d = ||a - b + 1e-6||`` (not squared,
@@ -63,7 +64,7 @@ def contrastive_loss(
     ``reduction``: ``"mean"`` over pairs, ``"sum"`` (what cirtorch returns) or ``"none"`` ``(N,)``.
     ``a, b`` ``(N, D)`` torch, ``y`` ``(N,)`` of 0/1 (bool, int or float), ``margin >= 0``.
     """
-    a, b = _rows(a, "a"), _rows(b, "b")
+    a, b = _check_torch_rows(a, "a"), _check_torch_rows(b, "b")
     if a.shape != b.shape:
         raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     yt = torch.as_tensor(y, device=a.device)
@@ -90,13 +91,13 @@ def triplet_loss(
 ) -> torch.Tensor:
     """Triplet loss ``max(0, m + D(a, p) - D(a, n))`` with ``D`` the squared L2 distance.
 
-    The slides (seed 001) and cirtorch agree. ``anchor`` and ``positive`` are ``(N, D)``;
+    Wei's slides and cirtorch agree. ``anchor`` and ``positive`` are ``(N, D)``;
     ``negative`` is ``(N, D)`` (one triplet per anchor) or ``(N, k, D)`` (k negatives per anchor,
     each its own term, as cirtorch's tuples of one query, one positive and k negatives).
     ``reduction``: ``"mean"`` over all terms, ``"sum"`` (cirtorch) or ``"none"`` (``(N,)`` or
     ``(N, k)``, the shape of the negatives without ``D``). ``margin >= 0``.
     """
-    anchor, positive = _rows(anchor, "anchor"), _rows(positive, "positive")
+    anchor, positive = _check_torch_rows(anchor, "anchor"), _check_torch_rows(positive, "positive")
     if positive.shape != anchor.shape:
         raise ValueError(f"positive must have the anchor's shape {tuple(anchor.shape)}, got {tuple(positive.shape)}")
     if not isinstance(negative, torch.Tensor) or negative.dim() not in (2, 3):
@@ -106,7 +107,7 @@ def triplet_loss(
     N, D = anchor.shape
     if negative.shape[0] != N or negative.shape[-1] != D or negative.numel() == 0:
         raise ValueError(f"negative must have shape ({N}, {D}) or ({N}, k, {D}) with k >= 1, got {tuple(negative.shape)}")
-    finite(negative, "negative")
+    check_finite(negative, "negative")
     m = nonnegative_number(margin, "margin")
     reduction = _check_reduction(reduction)
     d_pos = (anchor - positive).pow(2).sum(dim=-1)  # (N,)
@@ -129,7 +130,7 @@ def hard_negatives(anchors: Any, pool: Any, positives_of: Sequence[Iterable[int]
     numpy input, ``torch.long`` on the input's device for torch input. This is how cirtorch
     mines the negatives of its training tuples (there among images of other clusters).
     """
-    A, P = paired_descriptors(anchors, pool, ("anchors", "pool"))
+    A, P = check_row_pair(anchors, pool, ("anchors", "pool"))
     Na, Np = A.shape[0], P.shape[0]
     length = None if isinstance(positives_of, (str, bytes)) else getattr(positives_of, "__len__", lambda: None)()
     if length != Na:

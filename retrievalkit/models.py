@@ -4,7 +4,7 @@
 
 * ``features(x)``: the last convolutional maps ``(N, K, H, W)``, the ones that feed the
   classifier (and that CAM weights: ``A`` in ``cam_c = sum_k W[c, k] A_k``);
-* ``multi_layer(x)``: ``[penultimate, last]`` maps, for the multi-layer descriptors of seed 002;
+* ``multi_layer(x)``: ``[penultimate, last]`` maps, for the multi-layer descriptors of Seddati et al. (ICCVW 2017);
 * ``logits(maps)`` and ``forward(x) = logits(features(x))``;
 * ``fc_weight`` ``(n_classes, K)`` / ``fc_bias`` of the global-average-pool -> FC classifier;
 * ``mean``, ``std`` and ``transform(image)``: uint8 RGB -> normalised float, *no resizing*
@@ -35,7 +35,7 @@ VGG16 has no GAP -> FC classifier (its classifier is three FC layers on ``pool5`
 no class activation maps: ``supports_cam`` is False and ``fc_weight`` / ``fc_bias`` are None.
 (The CAM paper's Keras VGG16 adds an extra trained conv + GAP + FC head, which torchvision does
 not ship.) The penultimate maps are the last non-negative (post-ReLU) maps one stride up from
-``features``: ResNet50's ``layer3`` as in seed 002; for Lite0 the stage outputs are linear
+``features``: ResNet50's ``layer3`` as in Seddati et al.; for Lite0 the stage outputs are linear
 bottlenecks (signed, which CroW and CAM pooling reject), so its penultimate map is the ReLU6
 expansion that opens the last stride-2 block, the last activation at stride 16.
 """

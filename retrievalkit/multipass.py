@@ -13,6 +13,7 @@ import torch
 
 from ._batching import rows_by_shape
 from ._validate import positive_int
+from .normalization import l2n
 
 __all__ = ["patch_descriptors", "multi_pass"]
 
@@ -57,7 +58,7 @@ def multi_pass(
         raise ValueError(f"aggregate must be 'sum' or 'max', got {aggregate!r}")
     d = patch_descriptors(image, boxes, embed, batch_size)
     if aggregate == "sum":
-        v = (d / (d.norm(dim=1, keepdim=True) + 1e-6)).sum(dim=0)
+        v = l2n(d).sum(dim=0)
     else:
         v = d.amax(dim=0)
-    return v / (v.norm() + 1e-6)
+    return l2n(v)

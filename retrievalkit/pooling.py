@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import feature_maps, finite, positive_int, positive_number, unbatch
+from ._validate import check_finite, check_maps, positive_int, positive_number, unbatch
 
 __all__ = ["window_pool", "mac", "avg_pool", "spoc", "spoc_weights", "gem", "GeM", "MAC", "SPoC"]
 
@@ -22,7 +22,7 @@ def window_pool(x: torch.Tensor, kind: str, size: int = 2, stride: int = 2) -> t
 
     ``kind`` is ``"max"`` (largest value in the window), ``"avg"`` (mean) or ``"sum"``.
     On the slides' 4x4 map ``5 3 1 2 / 1 2 3 2 / 4 2 2 5 / 3 6 1 1`` with 2x2 windows,
-    average gives ``2.75 2 / 3.75 2.25`` and max ``5 3 / 6 5`` (seed 001).
+    average gives ``2.75 2 / 3.75 2.25`` and max ``5 3 / 6 5`` (the lecture slides of Wei ("Deep Image Retrieval", PolyU COMP4423)).
     Accepts ``(H, W)`` or ``(..., H, W)``; windows that do not fit are dropped (floor mode).
     """
     if kind not in _WINDOW_KINDS:
@@ -35,7 +35,7 @@ def window_pool(x: torch.Tensor, kind: str, size: int = 2, stride: int = 2) -> t
         raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
     if x.numel() == 0:
         raise ValueError(f"x must not be empty, got shape {tuple(x.shape)}")
-    finite(x, "x")
+    check_finite(x, "x")
     H, W = x.shape[-2:]
     if size > H or size > W:
         raise ValueError(f"size must be at most the map's height and width ({H}x{W}), got {size}")
@@ -51,13 +51,13 @@ def window_pool(x: torch.Tensor, kind: str, size: int = 2, stride: int = 2) -> t
 
 def mac(x: torch.Tensor) -> torch.Tensor:
     """Maximum activations of convolutions (Tolias et al., ICLR 2016): ``f_c = max_ij x_cij``."""
-    x4, squeezed = feature_maps(x)
+    x4, squeezed = check_maps(x)
     return unbatch(x4.amax(dim=(-2, -1)), squeezed)
 
 
 def avg_pool(x: torch.Tensor) -> torch.Tensor:
     """Global average pooling ``f_c = 1/(HW) sum_ij x_cij`` (what cirtorch calls "SPoC")."""
-    x4, squeezed = feature_maps(x)
+    x4, squeezed = check_maps(x)
     return unbatch(x4.mean(dim=(-2, -1)), squeezed)
 
 
@@ -86,7 +86,7 @@ def spoc(x: torch.Tensor, center_prior: bool = True) -> torch.Tensor:
     (``w = 1``, plain sum pooling, with ``center_prior=False``). This is the paper's SPoC, as
     PyRetri implements it; cirtorch's ``spoc`` is plain *average* pooling (:func:`avg_pool`).
     """
-    x4, squeezed = feature_maps(x)
+    x4, squeezed = check_maps(x)
     if center_prior:
         w = spoc_weights(x4.shape[-2], x4.shape[-1], dtype=x4.dtype, device=x4.device)
         out = torch.einsum("nchw,hw->nc", x4, w)
@@ -104,12 +104,12 @@ def gem(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e-6) -> to
     Computed as ``m (mean (x/m)^p)^(1/p)`` with ``m`` the channel maximum, which equals the
     formula but does not overflow for large ``p`` (cirtorch's direct form gives ``inf``).
     """
-    x4, squeezed = feature_maps(x)
+    x4, squeezed = check_maps(x)
     eps = positive_number(eps, "eps")
     if isinstance(p, torch.Tensor):
         if p.dim() > 1 or (p.dim() == 1 and p.numel() not in (1, x4.shape[1])):
             raise ValueError(f"p must be a number, a scalar tensor or one value per channel ({x4.shape[1]},), got shape {tuple(p.shape)}")
-        finite(p, "p")
+        check_finite(p, "p")
         if bool((p <= 0).any()):
             raise ValueError(f"p must be > 0, got {p.detach().cpu().tolist()}")
         pv = p.to(x4.dtype).reshape(1, -1, 1, 1) if p.dim() == 1 else p.to(x4.dtype)

@@ -1,7 +1,7 @@
 """Post-processing of global descriptors: whitening, query expansion, diffusion, fusion, selection.
 
 Descriptors are rows ``(N, D)``, ``numpy.ndarray`` or ``torch.Tensor``; the same kind comes back
-(torch on the input's device). L2 normalisation is cirtorch's ``l2n``: ``x / (||x|| + 1e-6)``.
+(torch on the input's device). L2 normalisation is :func:`retrievalkit.normalization.l2n`.
 
 * :class:`PCAWhitening`, :class:`LearnedWhitening`: cirtorch ``utils/whiten.py``
   (``pcawhitenlearn``, ``whitenlearn``, ``whitenapply``); naver's shrinkage ``power=0.25``.
@@ -10,7 +10,7 @@ Descriptors are rows ``(N, D)``, ``numpy.ndarray`` or ``torch.Tensor``; the same
 * :func:`diffusion_rerank`: Iscen et al. CVPR 2017, global-descriptor setting of the authors'
   ``diffusion-retrieval`` code.
 * :func:`fuse`: layer- or model-level fusion; :func:`principal_feature_analysis`: Lu et al. 2007,
-  the feature selection of seed 002.
+  the feature selection of Seddati et al. (ICCVW 2017).
 """
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError
 
-from ._validate import descriptors, nonnegative_number, positive_int, positive_number
+from ._validate import check_rows, nonnegative_number, positive_int, positive_number
+from .manifold import mutual_knn_graph
+from .normalization import l2n
 
 __all__ = [
     "PCAWhitening",
@@ -39,23 +41,17 @@ __all__ = [
     "database_augmentation",
     "diffusion_rerank",
     "region_rerank",
+    "best_per_image",
     "fuse",
     "principal_feature_analysis",
 ]
 
-_EPS = 1e-6  # cirtorch l2n: x / (||x|| + eps)
-
-
-def _l2n(x: torch.Tensor) -> torch.Tensor:
-    return x / (torch.linalg.vector_norm(x, dim=-1, keepdim=True) + _EPS)
-
-
-def _rows(arrays: list[Any], names: list[str]) -> tuple[list[torch.Tensor], bool]:
+def _as_tensors(arrays: list[Any], names: list[str]) -> tuple[list[torch.Tensor], bool]:
     """Checked, non-empty ``(N, D)`` rows as tensors of one floating dtype, and whether the input was torch.
 
     All numpy or all torch (then on one device); numpy arrays are wrapped without a copy.
     """
-    checked = [descriptors(a, nm) for a, nm in zip(arrays, names)]
+    checked = [check_rows(a, nm) for a, nm in zip(arrays, names)]
     is_torch = isinstance(checked[0], torch.Tensor)
     if any(isinstance(c, torch.Tensor) != is_torch for c in checked):
         kinds = ", ".join(f"{nm} {type(c).__name__}" for nm, c in zip(names, checked))
@@ -74,7 +70,7 @@ def _rows(arrays: list[Any], names: list[str]) -> tuple[list[torch.Tensor], bool
 def _query_and_database(Q: Any, X: Any) -> tuple[torch.Tensor, torch.Tensor, bool, bool]:
     """``Q``, ``X`` as tensors with the same D; whether ``Q`` was one 1-D query; whether torch."""
     single = isinstance(Q, (np.ndarray, torch.Tensor)) and Q.ndim == 1
-    (Qt, Xt), is_torch = _rows([Q, X], ["Q", "X"])
+    (Qt, Xt), is_torch = _as_tensors([Q, X], ["Q", "X"])
     if Qt.shape[1] != Xt.shape[1]:
         raise ValueError(f"Q and X must have the same dimension D, got Q {tuple(Qt.shape)} and X {tuple(Xt.shape)}")
     return Qt, Xt, single, is_torch
@@ -131,7 +127,7 @@ class _Whitening:
 
     def _training_rows(self, X: Any) -> np.ndarray:
         """``X`` as float64 numpy with at least two rows and at least ``dim`` columns."""
-        (Xt,), _ = _rows([X], ["X"])
+        (Xt,), _ = _as_tensors([X], ["X"])
         if Xt.shape[0] < 2:
             raise ValueError(f"X must have at least 2 rows to learn a whitening, got shape {tuple(Xt.shape)}")
         if self.dim is not None and self.dim > Xt.shape[1]:
@@ -147,12 +143,12 @@ class _Whitening:
         if not hasattr(self, "P_"):
             raise NotFittedError(f"This {type(self).__name__} is not fitted yet: call fit first")
         single = isinstance(Y, (np.ndarray, torch.Tensor)) and Y.ndim == 1
-        (Yt,), is_torch = _rows([Y], ["Y"])
+        (Yt,), is_torch = _as_tensors([Y], ["Y"])
         if Yt.shape[1] != self.P_.shape[1]:
             raise ValueError(f"Y must have the training dimension D = {self.P_.shape[1]}, got shape {tuple(Yt.shape)}")
         P = torch.as_tensor(self.P_, dtype=Yt.dtype, device=Yt.device)
         m = torch.as_tensor(self.mean_, dtype=Yt.dtype, device=Yt.device)
-        return _back(_l2n((Yt - m) @ P.T), is_torch, single)
+        return _back(l2n((Yt - m) @ P.T), is_torch, single)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items() if not k.endswith('_'))})"
@@ -264,7 +260,7 @@ def _expand(V: torch.Tensor, X: torch.Tensor, S: torch.Tensor, k: int, alpha: fl
     """``l2n(v + sum_{j in top-k of S} max(s_j, 0)^alpha x_j)`` for each row ``v`` of ``V``; one topk, one matmul."""
     s, idx = torch.topk(S, k, dim=1)
     W = torch.zeros_like(S).scatter_(1, idx, s.clamp(min=0) ** alpha)  # 0^0 = 1: alpha = 0 is a plain sum
-    return _l2n(V + W @ X)
+    return l2n(V + W @ X)
 
 
 def average_query_expansion(Q: Any, X: Any, k: int) -> torch.Tensor | np.ndarray:
@@ -300,7 +296,7 @@ def database_augmentation(X: Any, k: int, alpha: float = 0.0) -> torch.Tensor | 
     ``DBA`` for ``alpha = 0``; naver ``--adba``). ``X`` ``(n, D)``, ``1 <= k <= n - 1``.
     """
     alpha = nonnegative_number(alpha, "alpha")
-    (Xt,), is_torch = _rows([X], ["X"])
+    (Xt,), is_torch = _as_tensors([X], ["X"])
     k = _neighbours(k, Xt.shape[0] - 1, what="the database size minus one (itself excluded)")
     S = Xt @ Xt.T
     S.fill_diagonal_(-math.inf)
@@ -324,10 +320,10 @@ def diffusion_rerank(
 ) -> torch.Tensor | np.ndarray:
     """Diffusion re-ranking on the database's kNN graph (Iscen et al., CVPR 2017, global descriptors).
 
-    The authors' recipe (``diffusion-retrieval`` ``run_test.m``, global setting): the ``k`` nearest
-    database vectors of each database vector by inner product (itself included, as their
-    ``knn_wrap``); affinity ``a_ij = max(x_i . x_j, 0)^gamma`` kept only for *mutual* neighbours
-    (weight ``min(a_ij, a_ji)``), zero diagonal; ``S = D^-1/2 A D^-1/2`` (isolated vertices get 0);
+    The authors' recipe (``diffusion-retrieval`` ``run_test.m``, global setting): the graph ``A`` is
+    :func:`retrievalkit.manifold.mutual_knn_graph` of the database (``k`` nearest by inner product,
+    itself included, affinity ``max(x_i . x_j, 0)^gamma`` kept for mutual neighbours, zero
+    diagonal); ``S = D^-1/2 A D^-1/2`` (isolated vertices get 0);
     ``y_j = max(q . x_j, 0)^gamma`` on the query's ``kq`` nearest database vectors, 0 elsewhere;
     ``f`` solves ``(I - alpha S) f = y`` by conjugate gradient (``scipy.sparse.linalg.cg``,
     relative residual ``tol``, at most ``maxiter`` iterations, as their ``pcg(A, y, 1e-6, 20)``).
@@ -350,19 +346,14 @@ def diffusion_rerank(
 
     Xf = np.ascontiguousarray(Xt.detach().cpu().numpy(), dtype=np.float32)
     Qf = np.ascontiguousarray(Qt.detach().cpu().numpy(), dtype=np.float32)
-    index = faiss.IndexFlatIP(Xf.shape[1])
-    index.add(Xf)
-    s, nn = index.search(Xf, k)
-    W = sp.csr_matrix((np.maximum(s, 0).astype(np.float64).ravel() ** gamma, (np.repeat(np.arange(n), k), nn.ravel())),
-                      shape=(n, n))
-    A = W.minimum(W.T)  # non-zero only where i and j are in each other's lists
-    A = (A - sp.diags(A.diagonal())).tocsr()
-    A.eliminate_zeros()
+    A = mutual_knn_graph(Xf, k, gamma)
     degree = np.asarray(A.sum(axis=1)).ravel()
     d = np.zeros(n)
     np.power(degree, -0.5, out=d, where=degree > 0)
     L = (sp.identity(n, format="csr") - alpha * (sp.diags(d) @ A @ sp.diags(d))).tocsr()
 
+    index = faiss.IndexFlatIP(Xf.shape[1])
+    index.add(Xf)
     sq, qnn = index.search(Qf, kq)
     Y = np.zeros((Qf.shape[0], n))
     np.put_along_axis(Y, qnn, np.maximum(sq, 0).astype(np.float64) ** gamma, axis=1)
@@ -372,14 +363,32 @@ def diffusion_rerank(
     return _back(ranks.to(Qt.device), is_torch, single)
 
 
-def _region_rows(sets: Any, name: str) -> list[torch.Tensor]:
+def _region_sets(sets: Any, name: str) -> list[torch.Tensor]:
+    """One checked ``(M_i, D)`` tensor of region descriptors per image, all of one dimension."""
     if isinstance(sets, (np.ndarray, torch.Tensor)) or not isinstance(sets, (list, tuple)) or len(sets) == 0:
         raise ValueError(f"{name} must be a non-empty list with one (M_i, D) array of region descriptors per image")
-    rows = [torch.as_tensor(descriptors(r, f"{name}[{i}]")) for i, r in enumerate(sets)]
+    rows = [torch.as_tensor(check_rows(r, f"{name}[{i}]")) for i, r in enumerate(sets)]
     for i, r in enumerate(rows):
         if r.shape[0] == 0 or r.shape[1] != rows[0].shape[1]:
             raise ValueError(f"{name}[{i}] must be (M, {rows[0].shape[1]}) with M >= 1, got {tuple(r.shape)}")
     return rows
+
+
+def best_per_image(scores: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The best of each image's regions: ``scores`` ``(..., T)`` over the regions of all images
+    stacked (image ``i`` owns ``sizes[i]`` consecutive ones) -> ``(values, index)``, each
+    ``(..., n_images)``: the largest score of each image's block and its position within the block
+    (the first on ties). The region matching of :func:`region_rerank` and of Jeong et al.'s
+    :func:`retrievalkit.salient.region_search`; one padded tensor, no loop over images."""
+    sizes = torch.as_tensor(sizes, device=scores.device)
+    if sizes.dim() != 1 or sizes.numel() == 0 or bool((sizes < 1).any()) or int(sizes.sum()) != scores.shape[-1]:
+        raise ValueError(f"sizes must be positive region counts summing to the {scores.shape[-1]} scores, got {sizes.tolist()}")
+    n = sizes.shape[0]
+    image = torch.repeat_interleave(torch.arange(n, device=scores.device), sizes)
+    start = torch.cumsum(sizes, 0) - sizes
+    padded = torch.full((*scores.shape[:-1], n, int(sizes.max())), -math.inf, dtype=scores.dtype, device=scores.device)
+    padded[..., image, torch.arange(scores.shape[-1], device=scores.device) - start[image]] = scores
+    return padded.max(dim=-1)
 
 
 def region_rerank(
@@ -391,7 +400,7 @@ def region_rerank(
     :func:`retrievalkit.regions.regional_mac`). ``similarity="chamfer"``: the mean over the
     query's regions of each one's best match in the database image,
     ``1/|R_q| sum_{r in R_q} max_{s in R_x} r . s``, so every part of the query must be found
-    somewhere; ``"max"``: the single best region pair (seed 004's eq. 7,
+    somewhere; ``"max"``: the single best region pair (eq. 7 of Jeong et al., ICASSP 2017,
     :func:`retrievalkit.salient.region_search`). The first ``k`` of each row of ``ranks``
     ``(nq, n)`` are re-ordered by that score (stable: ties keep their order), the rest are kept.
     All region pairs of a query come from one matrix product. Same kind as ``ranks``.
@@ -400,7 +409,7 @@ def region_rerank(
         raise ValueError(f"similarity must be 'chamfer' or 'max', got {similarity!r}")
     is_torch = isinstance(ranks, torch.Tensor)
     R = ranks.detach().cpu().numpy() if is_torch else np.asarray(ranks)
-    Qr, Xr = _region_rows(query_regions, "query_regions"), _region_rows(database_regions, "database_regions")
+    Qr, Xr = _region_sets(query_regions, "query_regions"), _region_sets(database_regions, "database_regions")
     if R.ndim != 2 or R.dtype.kind not in "iu" or R.shape != (len(Qr), len(Xr)):
         raise ValueError(f"ranks must be an integer ({len(Qr)}, {len(Xr)}) array: one full ranking per query, got "
                          f"{R.dtype} {R.shape}")
@@ -409,12 +418,9 @@ def region_rerank(
     k = _neighbours(k, len(Xr))
     T = torch.cat(Xr).double()
     sizes = torch.tensor([len(x) for x in Xr])
-    owner = torch.repeat_interleave(torch.arange(len(Xr)), sizes)
     out = R.copy()
     for i, q in enumerate(Qr):
-        S = q.double() @ T.T  # (M_q, all database regions)
-        best = torch.full((S.shape[0], len(Xr)), -math.inf, dtype=S.dtype).scatter_reduce(
-            1, owner.expand_as(S), S, reduce="amax")  # each query region's best match per image
+        best = best_per_image(q.double() @ T.T, sizes)[0]  # (M_q, n): each query region's best match per image
         score = (best.mean(dim=0) if similarity == "chamfer" else best.amax(dim=0)).numpy()
         top = R[i, :k]
         out[i, :k] = top[np.argsort(-score[top], kind="stable")]
@@ -436,16 +442,16 @@ def fuse(*parts: Any) -> torch.Tensor | np.ndarray:
         raise ValueError("descriptors: fuse needs at least one (N, D) descriptor set, got none")
     names = [f"descriptors[{i}]" for i in range(len(parts))]
     single = all(isinstance(p, (np.ndarray, torch.Tensor)) and p.ndim == 1 for p in parts)
-    ts, is_torch = _rows(list(parts), names)
+    ts, is_torch = _as_tensors(list(parts), names)
     if len({t.shape[0] for t in ts}) > 1:
         raise ValueError(f"descriptors must all have the same number of rows N, got shapes {[tuple(t.shape) for t in ts]}")
-    return _back(_l2n(torch.cat([_l2n(t) for t in ts], dim=1)), is_torch, single)
+    return _back(l2n(torch.cat([l2n(t) for t in ts], dim=1)), is_torch, single)
 
 
 def principal_feature_analysis(X: Any, n: int, seed: int = 0, *, q: int | None = None) -> torch.Tensor | np.ndarray:
     """Principal Feature Analysis (Lu, Cohen, Zhou and Tian, ACM MM 2007): indices of n original features.
 
-    Seed 002's feature selection: PCA of the covariance of ``X`` ``(N, D)`` (scikit-learn, exact
+    The feature selection of Seddati et al. (ICCVW 2017): PCA of the covariance of ``X`` ``(N, D)`` (scikit-learn, exact
     SVD); ``A_q`` ``(D, q)`` holds the first ``q`` principal axes as columns, so row ``V_i``
     describes feature ``i``; k-means (scikit-learn, k-means++ seeded by ``seed``) clusters the
     rows into ``n`` clusters; in each cluster the feature whose row is nearest the centre is kept
@@ -456,7 +462,7 @@ def principal_feature_analysis(X: Any, n: int, seed: int = 0, *, q: int | None =
     ``n`` indices sorted increasingly: int64 numpy, or a long tensor on the input's device.
     Deterministic for a given ``seed``.
     """
-    (Xt,), is_torch = _rows([X], ["X"])
+    (Xt,), is_torch = _as_tensors([X], ["X"])
     N, D = Xt.shape
     if N < 2:
         raise ValueError(f"X must have at least 2 rows, got shape {tuple(Xt.shape)}")

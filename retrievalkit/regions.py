@@ -1,26 +1,25 @@
-"""Regional pooling: R-MAC (Tolias et al., ICLR 2016) and the seed paper's modified R-MAC.
+"""Regional pooling: R-MAC (Tolias et al., ICLR 2016), any pooling over its regions, and the
+modified R-MAC of Seddati et al. (ICCVW 2017); image patches for multiple passes.
 
 Regions are ``(y, x, h, w)`` in feature-map cells: top-left corner, height and width.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ._validate import feature_maps, positive_int, unbatch
+from ._validate import check_maps, positive_int, unbatch
+from .normalization import l2n
+from .pooling import mac
 
-__all__ = ["rmac_regions", "regional_mac", "rmac", "os_rmac", "os_rmac_windows", "patch_boxes", "draw_regions"]
+__all__ = ["rmac_regions", "regional_pool", "regional_mac", "rmac", "os_rmac", "os_rmac_windows", "patch_boxes", "draw_regions"]
 
+Pool = Callable[[torch.Tensor], torch.Tensor]
 _OVERLAP = 0.4  # desired overlap of neighbouring regions (Tolias et al.)
 _STEPS = (2, 3, 4, 5, 6, 7)  # candidate numbers of regions along the long side at level 1
-_EPS = 1e-6  # cirtorch's L2N: x / (||x|| + eps)
-
-
-def _l2n(v: torch.Tensor, dim: int) -> torch.Tensor:
-    return v / (v.norm(p=2, dim=dim, keepdim=True) + _EPS)
 
 
 def _grid(H: int, W: int, L: int) -> list[tuple[int, list[int], list[int]]]:
@@ -59,42 +58,61 @@ def rmac_regions(H: int, W: int, L: int = 3) -> list[tuple[int, int, int, int]]:
     return [(y, x, wl, wl) for wl, ys, xs in _grid(H, W, L) for y in ys for x in xs]
 
 
-def regional_mac(x: torch.Tensor, L: int = 3) -> torch.Tensor:
-    """MAC of every region of :func:`rmac_regions` -> ``(N, R, C)``, level 1 first (unnormalised).
+def regional_pool(x: torch.Tensor, pool: Pool = mac, L: int = 3) -> torch.Tensor:
+    """``pool`` of every region of :func:`rmac_regions` -> ``(N, R, C)``, level 1 first (unnormalised).
 
-    Batched over images and channels, separably per level: the maximum over each of the level's
-    row bands (a few slices of the map), then over each column window of those bands (CPU
-    reductions over contiguous slices beat strided window views).
+    cirtorch's ``roipool(x, rpool, L)``: ``pool`` is any global pooling ``(B, C, h, w) -> (B, C)``
+    (:func:`retrievalkit.pooling.mac`, the default, gives R-MAC's regions; ``pooling.gem`` R-GeM's).
+    The regions of a level have one size, so each level is one call of ``pool`` on the stacked
+    crops of every image. For ``mac`` the maxima are taken separably instead, the same values
+    faster: over each of the level's row bands (a few slices of the map), then over each column
+    window of those bands (CPU reductions over contiguous slices beat strided window views).
     """
-    x4, squeezed = feature_maps(x)
+    x4, squeezed = check_maps(x)
     L = positive_int(L, "L")
+    if not callable(pool):
+        raise ValueError(f"pool must be a global pooling (B, C, h, w) -> (B, C), got {type(pool).__name__}")
+    N, C = x4.shape[:2]
     levels = []
     for wl, ys, xs in _grid(x4.shape[-2], x4.shape[-1], L):
-        bands = torch.stack([x4[:, :, y : y + wl].amax(dim=2) for y in ys], dim=2)  # (N, C, len(ys), W)
-        levels.append(torch.stack([bands[..., c : c + wl].amax(dim=-1) for c in xs], dim=3).flatten(2))
+        if pool is mac:
+            bands = torch.stack([x4[:, :, y : y + wl].amax(dim=2) for y in ys], dim=2)  # (N, C, len(ys), W)
+            levels.append(torch.stack([bands[..., c : c + wl].amax(dim=-1) for c in xs], dim=3).flatten(2))
+            continue
+        crops = torch.stack([x4[:, :, y : y + wl, c : c + wl] for y in ys for c in xs], dim=1)  # (N, R_l, C, wl, wl)
+        out = pool(crops.flatten(0, 1))
+        if not isinstance(out, torch.Tensor) or out.shape != (crops.shape[0] * crops.shape[1], C):
+            raise ValueError(f"pool must map (B, C, h, w) to (B, C), got {getattr(out, 'shape', type(out))}")
+        levels.append(out.reshape(N, -1, C).transpose(1, 2))
     out = torch.cat(levels, dim=2).transpose(1, 2)  # (N, R, C)
     return unbatch(out, squeezed)
 
 
-def rmac(x: torch.Tensor, L: int = 3, global_term: bool = False, whiten: Any = None) -> torch.Tensor:
-    """Regional MAC (Tolias et al., ICLR 2016) -> ``(N, C)``, L2-normalised.
+def regional_mac(x: torch.Tensor, L: int = 3) -> torch.Tensor:
+    """MAC of every region of :func:`rmac_regions` -> ``(N, R, C)``: :func:`regional_pool` with ``mac``."""
+    return regional_pool(x, mac, L)
+
+
+def rmac(x: torch.Tensor, L: int = 3, global_term: bool = False, whiten: Any = None, pool: Pool = mac) -> torch.Tensor:
+    """Regional MAC (Tolias et al., ICLR 2016, https://arxiv.org/abs/1511.05879) -> ``(N, C)``, L2-normalised.
 
     ``f = l2n(sum_R l2n(MAC(x restricted to R)))`` over the regions of :func:`rmac_regions`
-    (``l2n(v) = v / (||v|| + 1e-6)``). ``global_term=True`` adds ``l2n(MAC(x))`` to the sum, as
-    cirtorch's ``rmac`` does (cirtorch also leaves the sum unnormalised: its network applies
-    L2N after pooling). ``whiten``: a fitted transform with ``transform(rows)`` (e.g.
+    (``l2n`` is :func:`retrievalkit.normalization.l2n`). ``global_term=True`` adds ``l2n(MAC(x))``
+    to the sum, as cirtorch's ``rmac`` does (cirtorch also leaves the sum unnormalised: its network
+    applies L2N after pooling). ``whiten``: a fitted transform with ``transform(rows)`` (e.g.
     :class:`retrievalkit.postprocess.PCAWhitening` learnt on the regional vectors of another
     set) applied to each normalised region vector before the sum, as Tolias et al. do: its
-    output dimension is the descriptor's.
+    output dimension is the descriptor's. ``pool`` replaces MAC in the regions and the global
+    term (cirtorch's ``roipool``): ``pool=pooling.gem`` is R-GeM.
     """
-    x4, squeezed = feature_maps(x)
-    regional = _l2n(regional_mac(x4, L), 2)  # (N, R, C)
+    x4, squeezed = check_maps(x)
+    regional = l2n(regional_pool(x4, pool, L))  # (N, R, C)
     if global_term:
-        regional = torch.cat([_l2n(x4.amax(dim=(-2, -1)), 1)[:, None], regional], dim=1)
+        regional = torch.cat([l2n(pool(x4))[:, None], regional], dim=1)
     if whiten is not None:
         N, R, C = regional.shape
         regional = whiten.transform(regional.reshape(N * R, C)).reshape(N, R, -1)
-    return unbatch(_l2n(regional.sum(dim=1), 1), squeezed)
+    return unbatch(l2n(regional.sum(dim=1)), squeezed)
 
 
 def os_rmac_windows(H: int, W: int, L: int = 3) -> list[tuple[int, int]]:
@@ -116,12 +134,12 @@ def os_rmac(x: torch.Tensor, L: int = 3) -> torch.Tensor:
     sum of squares over the pooled positions ("square sum-pooling"); the levels are summed
     and the result L2-normalised. Unlike R-MAC there is no per-region L2 and no whitening.
     """
-    x4, squeezed = feature_maps(x)
+    x4, squeezed = check_maps(x)
     v = x4.new_zeros(x4.shape[:2])
     for kw, ks in os_rmac_windows(x4.shape[-2], x4.shape[-1], L):
         pooled = F.max_pool2d(x4, kw, stride=ks)
         v = v + pooled.pow(2).sum(dim=(-2, -1)).sqrt()
-    return unbatch(_l2n(v, 1), squeezed)
+    return unbatch(l2n(v, 1), squeezed)
 
 
 def _spans(length: int, n: int) -> list[tuple[int, int]]:
@@ -210,3 +228,16 @@ def draw_regions(
         ax.add_patch(rect)
         patches.append(rect)
     return patches
+
+
+def regional_vectors(maps: Sequence[torch.Tensor], L: int = 3) -> list[torch.Tensor]:
+    """The L2-normalised regional MAC vectors that :func:`rmac` sums, ``l2n(MAC(x restricted to R))``
+    for each region ``R`` of :func:`rmac_regions`, of every ``(C, H, W)`` map (any sizes) -> one
+    ``(R_i, C)`` tensor per map: the region sets of ``postprocess.region_rerank``, or the rows a
+    regional whitening is learnt on (Tolias et al., ICLR 2016)."""
+    if isinstance(maps, torch.Tensor) or len(maps) == 0:
+        raise ValueError("maps must be a non-empty list of (C, H, W) tensors")
+    for i, m in enumerate(maps):
+        if not isinstance(m, torch.Tensor) or m.dim() != 3:
+            raise ValueError(f"maps[{i}] must be a (C, H, W) tensor, got {getattr(m, 'shape', type(m))}")
+    return [l2n(regional_mac(m.float(), L), -1) for m in maps]

@@ -1,6 +1,7 @@
 """Regional deep feature aggregation: salient candidate regions, 2nd-order region descriptors, region matching.
 
-Jeong, Choo, Seo and Cho, "Regional deep feature aggregation for image retrieval" (seed 004).
+Jeong, Choo, Seo and Cho, "Regional Deep Feature Aggregation for Image Retrieval",
+IEEE ICASSP 2017 (https://scholar.google.com/scholar?q=%22Regional+deep+feature+aggregation+for+image+retrieval%22).
 The pipeline, with the paper's equation numbers:
 
 1. Spatial weights ``alpha`` (eq. 1), salient points (Sec. 2), ``L`` clusters of them by the
@@ -34,24 +35,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ._validate import descriptors, feature_maps, finite, positive_int, positive_number
+from ._validate import check_finite, check_maps, check_rows, positive_int, positive_number
+from .crow import crow_channel_weights, crow_spatial_weights
+from .normalization import l2n
+from .postprocess import best_per_image
 
-__all__ = [
-    "spatial_weights",
-    "channel_weights",
-    "salient_points",
-    "global_kmeans",
-    "candidate_regions",
-    "region_power_set",
-    "first_order",
-    "second_order",
-    "image_similarity",
-    "region_search",
-    "query_expansion",
-    "RegionalAggregation",
-]
+__all__ = ["spatial_weights", "channel_weights", "salient_points", "global_kmeans", "candidate_regions",
+           "region_power_set", "first_order", "second_order", "image_similarity", "region_search", "query_expansion",
+           "RegionalAggregation"]
 
 _EPS = 1e-6  # epsilon of eq. 2, "a small positive constant" in the paper
 _LOG_EPS = 1e-6  # added to the eigenvalues of G before the logarithm (G + eps I, as in O2P)
@@ -63,7 +55,7 @@ def _map(x: Any, name: str = "x") -> torch.Tensor:
     """One non-negative feature map ``(C, H, W)``."""
     if isinstance(x, torch.Tensor) and x.dim() != 3:
         raise ValueError(f"{name} must be one feature map of shape (C, H, W), got shape {tuple(x.shape)}")
-    return feature_maps(x, name, nonnegative=True)[0][0]
+    return check_maps(x, name, nonnegative=True)[0][0]
 
 
 def _integers(x: Any, name: str, shape: str) -> np.ndarray:
@@ -110,7 +102,7 @@ def _masks(regions: Any, hw: tuple[int, int] | None = None, device: torch.device
 def _region_weights(x: torch.Tensor, regions: Any, weighted: bool) -> torch.Tensor:
     """Masks as weights ``(R, H, W)`` in x's dtype: 1 or ``alpha_p`` inside, 0 outside."""
     m = _masks(regions, tuple(x.shape[-2:]), x.device).to(x.dtype)
-    alpha = _alpha(x)
+    alpha = spatial_weights(x)
     dead = (m * alpha).sum(dim=(1, 2)) == 0
     if bool(dead.any()):
         raise ValueError(f"regions must cover an active cell: region {int(dead.nonzero()[0])} has only all-zero activations")
@@ -119,25 +111,18 @@ def _region_weights(x: torch.Tensor, regions: Any, weighted: bool) -> torch.Tens
 
 # --------------------------------------------------------------------------- weights (eqs. 1, 2)
 
-def _alpha(x4: torch.Tensor) -> torch.Tensor:
-    """Eq. 1 on checked maps ``(..., C, H, W)`` -> ``(..., H, W)``."""
-    s = x4.sum(dim=-3)
-    z = s.pow(2).sum(dim=(-2, -1), keepdim=True).sqrt()
-    if bool((z == 0).any()):
-        raise ValueError("x must not be all zero: eq. 1 divides by the norm of the channel sum")
-    return s / z
-
-
 def spatial_weights(x: torch.Tensor) -> torch.Tensor:
     """Spatial weights, eq. 1: ``alpha_p = fbar_p / sqrt(sum_p fbar_p^2)`` with ``fbar_p = sum_k f_pk``.
 
-    The channel sum at each cell, L2-normalised over the map (CroW's spatial weights with
-    ``a = 2`` and no power, ``b = 1``). ``x`` ``(N, C, H, W)`` or ``(C, H, W)``, non-negative;
-    an all-zero map is rejected (0 / 0) -> ``(N, H, W)`` or ``(H, W)``.
+    The channel sum at each cell, L2-normalised over the map: CroW's spatial weights
+    (:func:`retrievalkit.crow.crow_spatial_weights`) with ``a = 2`` and no power, ``b = 1``.
+    ``x`` ``(N, C, H, W)`` or ``(C, H, W)``, non-negative; an all-zero map is rejected (0 / 0)
+    -> ``(N, H, W)`` or ``(H, W)``.
     """
-    x4, squeezed = feature_maps(x, "x", nonnegative=True)
-    out = _alpha(x4)
-    return out[0] if squeezed else out
+    x4, _ = check_maps(x, "x", nonnegative=True)
+    if bool((x4.sum(dim=(-3, -2, -1)) == 0).any()):
+        raise ValueError("x must not be all zero: eq. 1 divides by the norm of the channel sum")
+    return crow_spatial_weights(x, a=2, b=1)
 
 
 def channel_weights(x: torch.Tensor, eps: float = _EPS) -> torch.Tensor:
@@ -148,11 +133,7 @@ def channel_weights(x: torch.Tensor, eps: float = _EPS) -> torch.Tensor:
     it leaves as "a small positive constant"; ``1e-6`` here, the value PyRetri adds in CroW).
     Counts carry no gradient. ``(N, C, H, W)`` or ``(C, H, W)`` -> ``(N, C)`` or ``(C,)``.
     """
-    x4, squeezed = feature_maps(x, "x", nonnegative=True)
-    eps = positive_number(eps, "eps")
-    q = (x4 > 0).to(x4.dtype).mean(dim=(-2, -1))
-    beta = torch.log((x4.shape[1] * eps + q.sum(dim=1, keepdim=True)) / (eps + q))
-    return beta[0] if squeezed else beta
+    return crow_channel_weights(x, eps=positive_number(eps, "eps"))
 
 
 # --------------------------------------------------------------------------- candidate regions (Sec. 2)
@@ -173,7 +154,7 @@ def salient_points(x: torch.Tensor, n_min: int = 300, n_max: int = 4000, keypoin
     n_max = positive_int(n_max, "n_max")
     if n_max < n_min:
         raise ValueError(f"n_max must be at least n_min ({n_min}), got {n_max}")
-    alpha = _alpha(x)
+    alpha = spatial_weights(x)
     H, W = alpha.shape
     if keypoints is not None:
         kp = _points(keypoints, "keypoints")
@@ -313,7 +294,7 @@ def first_order(x: torch.Tensor, regions: Any, weighted: bool = False, eps: floa
         raise ValueError(f"weighted must be True or False, got {weighted!r}")
     w = _region_weights(x, regions, weighted)
     f = channel_weights(x, eps) * torch.einsum("chw,rhw->rc", x, w)
-    return F.normalize(f, dim=1)
+    return l2n(f)
 
 
 def _basis(basis: Any, C: int, like: torch.Tensor) -> torch.Tensor:
@@ -322,7 +303,7 @@ def _basis(basis: Any, C: int, like: torch.Tensor) -> torch.Tensor:
     if b is None or b.dim() != 2 or b.shape[0] != C or b.shape[1] == 0 or not b.is_floating_point():
         raise ValueError(f"basis must be a float matrix (C, K') = ({C}, K') of PCA bases, got "
                          f"{tuple(b.shape) if b is not None else type(basis).__name__}")
-    finite(b, "basis")
+    check_finite(b, "basis")
     return b.to(dtype=like.dtype, device=like.device)
 
 
@@ -353,20 +334,20 @@ def second_order(
     lam, V = torch.linalg.eigh(G)
     logG = V @ torch.diag_embed(torch.log(lam.clamp(min=0) + log_eps)) @ V.transpose(-2, -1)
     i, j = torch.triu_indices(G.shape[-1], G.shape[-1], device=x.device)
-    return F.normalize(logG[:, i, j], dim=1)
+    return l2n(logG[:, i, j])
 
 
 # --------------------------------------------------------------------------- image search (Sec. 4)
 
 def _region_sets(query: Any, database: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
     """Query regions ``(Mq, D)``, all database regions stacked ``(T, D)``, regions per image, numpy?"""
-    q = descriptors(query, "query")
+    q = check_rows(query, "query")
     if q.shape[0] == 0:
         raise ValueError("query must hold at least one region descriptor")
     if isinstance(database, (np.ndarray, torch.Tensor)) or not isinstance(database, Sequence) or len(database) == 0:
         raise ValueError(f"database must be a non-empty list with one (M_t, D) array of region descriptors per image, "
                          f"got {type(database).__name__}")
-    rows = [descriptors(t, f"database[{i}]") for i, t in enumerate(database)]
+    rows = [check_rows(t, f"database[{i}]") for i, t in enumerate(database)]
     for i, t in enumerate(rows):
         if t.shape[0] == 0 or t.shape[1] != q.shape[1]:
             raise ValueError(f"database[{i}] must be (M_t, {q.shape[1]}) with M_t >= 1, like the query, got {tuple(t.shape)}")
@@ -401,13 +382,8 @@ def region_search(query: Any, database: Sequence[Any]) -> tuple[Any, Any]:
     A ranking is ``argsort(-scores)``; eq. 8 is this with a single query region.
     """
     Q, T, sizes, is_numpy = _region_sets(query, database)
-    s = (T @ Q.T).amax(dim=1)  # (T,): each database region's best match among the query regions
-    n = sizes.shape[0]
-    image = torch.repeat_interleave(torch.arange(n, device=s.device), sizes)
-    start = torch.cumsum(sizes, 0) - sizes
-    padded = torch.full((n, int(sizes.max())), -torch.inf, dtype=s.dtype, device=s.device)
-    padded[image, torch.arange(s.shape[0], device=s.device) - start[image]] = s
-    scores, best = padded.max(dim=1)
+    # each database region's best match among the query regions, then the best region of each image
+    scores, best = best_per_image((T @ Q.T).amax(dim=1), sizes)
     return (scores.cpu().numpy(), best.cpu().numpy()) if is_numpy else (scores, best)
 
 
@@ -427,7 +403,7 @@ def query_expansion(query: Any, database: Sequence[Any], n: int = 10) -> Any:
     scores, best = region_search(Q, [t for t in torch.split(T, sizes.tolist())])
     top = torch.sort(scores, descending=True, stable=True).indices[:n]
     start = torch.cumsum(sizes, 0) - sizes
-    qe = F.normalize(T[start[top] + best[top]].mean(dim=0, keepdim=True), dim=1)
+    qe = l2n(T[start[top] + best[top]].mean(dim=0, keepdim=True))
     return qe.cpu().numpy() if is_numpy else qe
 
 
@@ -497,7 +473,9 @@ class RegionalAggregation:
 
     def transform(self, maps: Any, whole_image: bool = False) -> list[torch.Tensor]:
         if not hasattr(self, "U2_"):
-            raise ValueError("this RegionalAggregation is not fitted yet: call fit(maps) first")
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError("This RegionalAggregation is not fitted yet: call fit(maps) first")
         if not isinstance(whole_image, bool):
             raise ValueError(f"whole_image must be True or False, got {whole_image!r}")
         maps = _map_list(maps)
@@ -509,5 +487,5 @@ class RegionalAggregation:
             f2 = second_order(x, r, self.U1_, self.eps, self.log_eps)
             U2 = torch.as_tensor(self.U2_, dtype=x.dtype, device=x.device)
             s = torch.as_tensor(self.s_, dtype=x.dtype, device=x.device)
-            out.append(F.normalize(f2 @ U2 / s, dim=1))
+            out.append(l2n(f2 @ U2 / s))
         return out

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validate import descriptors, paired_descriptors, positive_int
+from ._validate import check_row_pair, check_rows, positive_int
 
 __all__ = ["rank", "Index"]
 
@@ -38,7 +38,7 @@ def rank(Q: Any, X: Any, k: int | None = None) -> np.ndarray | torch.Tensor:
     for torch input.
     """
     single = isinstance(Q, (np.ndarray, torch.Tensor)) and Q.ndim == 1
-    Q2, X2 = paired_descriptors(Q, X, ("Q", "X"))
+    Q2, X2 = check_row_pair(Q, X, ("Q", "X"))
     n = X2.shape[0]
     k = n if k is None else positive_int(k, "k")
     if k > n:
@@ -107,7 +107,7 @@ class Index:
         return index
 
     def add(self, X: Any) -> "Index":
-        rows = descriptors(X, "X")
+        rows = check_rows(X, "X")
         arr = np.ascontiguousarray((rows.detach().cpu().numpy() if isinstance(rows, torch.Tensor) else rows), dtype=np.float32)
         if self.index_ is None:
             self.index_ = self._build(arr.shape[1], arr)
@@ -119,8 +119,10 @@ class Index:
 
     def search(self, Q: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         if self.index_ is None:
-            raise ValueError("the index is empty: call add(X) first")
-        rows = descriptors(Q, "Q")
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError("This Index is empty: call add(X) first")
+        rows = check_rows(Q, "Q")
         q = np.ascontiguousarray((rows.detach().cpu().numpy() if isinstance(rows, torch.Tensor) else rows), dtype=np.float32)
         if q.shape[1] != self.index_.d:
             raise ValueError(f"Q must have dimension {self.index_.d}, got {q.shape[1]}")
@@ -132,7 +134,7 @@ class Index:
     def recall(self, Q: Any, k: int = 10) -> float:
         """Recall@k: the fraction of the exact top-k (:func:`rank`) that the index returns."""
         _, ids = self.search(Q, k)
-        rows = descriptors(Q, "Q")
+        rows = check_rows(Q, "Q")
         q = rows.detach().cpu().numpy() if isinstance(rows, torch.Tensor) else np.asarray(rows)
         exact = rank(q.astype(np.float32), self.X_, k)
         return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ids, exact)]))

@@ -1,7 +1,10 @@
-"""The benchmark of notebook 10 (retrievalkit.bench and ``python -m retrievalkit bench``), on the mini set."""
+"""The benchmark (retrievalkit.bench and ``python -m retrievalkit bench``), on the mini set."""
 import csv
+import functools
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +30,14 @@ def rows(mini):
     return bench.run(["mini"], timing_images=6)
 
 
+@pytest.fixture(scope="module")
+def described(mini):
+    """Every method's descriptors of the mini queries, database and training split, as run() makes them."""
+    net, ds, _, _ = mini
+    maps = bench.benchmark_maps(net, ds, None, None)
+    return {name: bench.describe(method, net, maps) for name, method in bench.METHODS.items()}
+
+
 def _row(rows, method, variant):
     (row,) = [r for r in rows if r["method"] == method and r["variant"] == variant]
     return row
@@ -38,9 +49,49 @@ def _map(Q, X, gnd):
     return 100 * rk.evaluate.mean_average_precision(ranks, gnd)[0]
 
 
-def _gem(maps):
-    v = np.stack([np.mean(np.clip(m.numpy().astype(np.float64), 1e-6, None) ** 3, axis=(1, 2)) ** (1 / 3) for m in maps])
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+def _unit(A):
+    return A / np.linalg.norm(A, axis=1, keepdims=True)
+
+
+def _gem(maps, p=3.0):
+    return _unit(np.stack([np.mean(np.clip(m.numpy().astype(np.float64), 1e-6, None) ** p, axis=(1, 2)) ** (1 / p)
+                           for m in maps]))
+
+
+def _whitening(T, dim):
+    """PCA-whitening learnt on T, the ``dim`` largest directions, by numpy's eigh: A -> l2n((A - mean) P)."""
+    mean = T.mean(axis=0)
+    val, vec = np.linalg.eigh((T - mean).T @ (T - mean) / len(T))
+    keep = np.argsort(val)[::-1][:dim]
+    P = vec[:, keep] / np.sqrt(val[keep])
+    return lambda A: _unit((A - mean) @ P)
+
+
+def _alpha_qe(Q, X, k, alpha):
+    """alpha-QE one query at a time: l2n(q + sum over its top k of max(s, 0)^alpha x)."""
+    out = []
+    for q in Q:
+        s = X @ q
+        top = np.argsort(-s)[:k]
+        out.append(q + (np.clip(s[top], 0, None)[:, None] ** alpha * X[top]).sum(axis=0))
+    return _unit(np.stack(out))
+
+
+def _by_hand(steps, Q, X, T):
+    """A variant's steps applied in order by the numpy above, read off each step's parameters; each
+    whitening is learnt on the training descriptors as the steps before it left them."""
+    for step in steps:
+        if isinstance(step, bench.PCAw):
+            w = _whitening(T, min(step.dim, T.shape[1], len(T) - 1))
+            Q, X, T = w(Q), w(X), w(T)
+        else:
+            assert isinstance(step, bench.AlphaQE)
+            Q = _alpha_qe(Q, X, step.k, step.alpha)
+    return Q, X
+
+
+def _float64(*tensors):
+    return [t.double().numpy() for t in tensors]
 
 
 def test_every_method_and_variant_has_a_row(rows):
@@ -51,23 +102,10 @@ def test_every_method_and_variant_has_a_row(rows):
 def test_gem_map_equals_an_independent_computation(mini, rows):
     net, ds, qmaps, xmaps = mini
     Q, X = _gem(qmaps), _gem(xmaps)
-    train = [i for i, s in enumerate(ds.info["split"]) if s == "train"]
-    T = X[train]
-    # PCA-whitening learnt on the training split, all n_train - 1 = 33 directions, by numpy's eigh
-    mean = T.mean(axis=0)
-    val, vec = np.linalg.eigh((T - mean).T @ (T - mean) / len(T))
-    keep = np.argsort(val)[::-1][: len(T) - 1]
-    P = vec[:, keep] / np.sqrt(val[keep])
-    whiten = lambda A: (lambda W: W / np.linalg.norm(W, axis=1, keepdims=True))((A - mean) @ P)
+    T = X[[i for i, s in enumerate(ds.info["split"]) if s == "train"]]
+    whiten = _whitening(T, len(T) - 1)  # all n_train - 1 = 33 directions
     Qw, Xw = whiten(Q), whiten(X)
-    # alpha-QE, alpha = 3, k = 10, one query at a time
-    Qe = []
-    for q in Qw:
-        s = Xw @ q
-        top = np.argsort(-s)[:10]
-        e = q + (np.clip(s[top], 0, None)[:, None] ** 3 * Xw[top]).sum(axis=0)
-        Qe.append(e / np.linalg.norm(e))
-    Qe = np.stack(Qe)
+    Qe = _alpha_qe(Qw, Xw, 10, 3.0)  # alpha = 3, k = 10
     for variant, (A, B) in {"raw": (Q, X), "+PCAw": (Qw, Xw), "+PCAw+αQE": (Qe, Xw)}.items():
         row = _row(rows, "GeM", variant)
         assert row["dim"] == B.shape[1]
@@ -75,15 +113,90 @@ def test_gem_map_equals_an_independent_computation(mini, rows):
             assert row[column] == pytest.approx(_map(A, B, rk.evaluate.revisited(ds.gnd, protocol)), abs=0.05), (variant, column)
 
 
+@pytest.mark.parametrize("variant", list(bench.VARIANTS))
+def test_each_variants_steps_by_hand_give_runs_ranking_and_rows(mini, rows, described, variant):
+    net, ds, _, _ = mini
+    v = bench.VARIANTS[variant]
+    gnd = rk.evaluate.revisited(ds.gnd, "medium")
+    for name, d in described.items():
+        A, B = _by_hand(v.steps, *_float64(d.Q, d.X, d.T))
+        ranks = rk.search.rank(*v.fit(d.T)(d.Q, d.X)).numpy()
+        S = np.take_along_axis(A @ B.T, ranks, axis=1)  # the hand similarities in the package's order
+        assert (np.diff(S, axis=1) <= 1e-4).all(), (name, variant)  # non-increasing: the same ranking up to ties
+        row = _row(rows, name, variant)
+        assert row["dim"] == B.shape[1] and row["M"] == pytest.approx(_map(A, B, gnd), abs=0.05), (name, variant)
+
+
+def test_a_new_variant_is_data_run_needs_no_code(mini):
+    # a variant not in VARIANTS: whitening to 8 dimensions, then alpha-QE with k = 3, alpha = 1
+    net, ds, qmaps, xmaps = mini
+    variant = bench.Variant("+PCAw8+QE3", (bench.PCAw(dim=8), bench.AlphaQE(k=3, alpha=1.0)))
+    (row,) = bench.run(["mini"], methods=["GeM"], variants=[variant], timing_images=1)
+    Q, X = _gem(qmaps), _gem(xmaps)
+    w = _whitening(X[ds.split("train")], 8)
+    A, B = _alpha_qe(w(Q), w(X), 3, 1.0), w(X)
+    assert (row["variant"], row["dim"]) == ("+PCAw8+QE3", 8)
+    assert row["M"] == pytest.approx(_map(A, B, rk.evaluate.revisited(ds.gnd, "medium")), abs=0.05)
+    assert row["setting"] == "pooling.gem(p=3.0) → PCAw(dim=8) → AlphaQE(k=3, alpha=1.0)"
+
+
+def test_a_later_step_learns_on_what_the_earlier_ones_left():
+    g = torch.Generator().manual_seed(0)
+    Q, X, T = (torch.randn(n, 24, generator=g, dtype=torch.float64) for n in (4, 30, 40))
+    steps = (bench.PCAw(dim=16), bench.PCAw(dim=6))
+    A, B = bench.Variant("twice", steps).fit(T)(Q, X)
+    w1 = _whitening(T.numpy(), 16)
+    w2 = _whitening(w1(T.numpy()), 6)
+    S = w2(w1(Q.numpy())) @ w2(w1(X.numpy())).T
+    np.testing.assert_allclose((A @ B.T).numpy(), S, atol=1e-9)  # similarities: free of eigenvector signs
+
+
+def test_steps_and_variants_show_their_parameters():
+    assert repr(bench.PCAw(dim=256)) == "PCAw(dim=256)"
+    assert repr(bench.AlphaQE(k=5, alpha=2.0)) == "AlphaQE(k=5, alpha=2.0)"
+    assert bench.Variant("x", (bench.PCAw(dim=64), bench.AlphaQE(k=1, alpha=0.0))).setting == \
+        "PCAw(dim=64) → AlphaQE(k=1, alpha=0.0)"
+    assert bench.VARIANTS["raw"].setting == "none"
+    assert [s for v in bench.VARIANTS.values() for s in v.steps] == \
+        [bench.PCAw(dim=512), bench.PCAw(dim=512), bench.AlphaQE(k=10, alpha=3.0)]
+
+
+def test_method_settings_are_their_parameters(mini, rows):
+    settings = {name: m.setting for name, m in bench.METHODS.items()}
+    assert settings == {
+        "MAC": "pooling.mac()", "SPoC": "pooling.spoc(center_prior=True)", "GeM": "pooling.gem(p=3.0)",
+        "R-MAC": "regions.rmac(L=3, global_term=False)", "OS-RMAC": "regions.os_rmac(L=3)", "CroW": "crow.crow(a=2, b=2)",
+        "CAM": "CAMOffline(classes=64)", "VLAD": "VLAD(k=32, local_dim=64, positions=100000, seed=0, n_iter=10)"}
+    assert _row(rows, "CroW", "+PCAw+αQE")["setting"] == "crow.crow(a=2, b=2) → PCAw(dim=512) → AlphaQE(k=10, alpha=3.0)"
+    # the parameters shown are the ones used: GeM at p = 5 against numpy
+    net, ds, qmaps, xmaps = mini
+    gem5 = bench.Method("GeM5", bench.Pooled(functools.partial(rk.pooling.gem, p=5.0)), bench.PAPERS["Radenović"])
+    assert gem5.setting == "pooling.gem(p=5.0)"
+    np.testing.assert_allclose(gem5.build(net, [])(xmaps[:4]).double().numpy(), _gem(xmaps[:4], p=5.0), atol=1e-5)
+
+
 def test_methods_give_unit_descriptors_of_the_stated_dim(mini, rows):
     net, ds, qmaps, xmaps = mini
-    train = [m for m, s in zip(xmaps, ds.info["split"]) if s == "train"]
+    train = [xmaps[i] for i in ds.split("train")]
     for name, method in bench.METHODS.items():
         V = method.build(net, train)(xmaps[:5])
         assert V.shape == (5, _row(rows, name, "raw")["dim"]), name
         torch.testing.assert_close(V.norm(dim=1), torch.ones(5), atol=1e-4, rtol=0)
         assert _row(rows, name, "+PCAw")["dim"] == len(train) - 1  # capped by the 34 training images
     assert _row(rows, "VLAD", "raw")["dim"] == bench.VLAD_K * bench.VLAD_LOCAL_DIM
+
+
+def test_stages_return_what_run_uses(mini, described):
+    net, ds, qmaps, xmaps = mini
+    ((loaded, other),) = bench.load_datasets(["mini"])
+    assert loaded.name == "mini" and other is None  # mini learns on its own training split
+    maps = bench.benchmark_maps(net, ds, None, None)
+    split = ds.info["split"]
+    assert len(maps.train) == split.count("train") == 34
+    assert all(torch.equal(t, x) for t, x in zip(maps.train, [x for x, s in zip(xmaps, split) if s == "train"]))
+    d = described["GeM"]
+    np.testing.assert_allclose(d.T.double().numpy(), _gem(maps.train), atol=1e-5)
+    assert d.Q.shape[0] == len(qmaps) and d.X.shape[0] == len(xmaps) and d.seconds > 0
 
 
 def test_stage_timings_are_positive_and_consistent(mini, rows):
@@ -99,7 +212,8 @@ def test_table_files_hold_every_row(rows, tmp_path):
     csv_path, md_path = bench.write_table(rows, tmp_path / "out")
     with open(csv_path, encoding="utf-8", newline="") as f:
         read = list(csv.DictReader(f))
-    assert [(r["method"], r["variant"], float(r["M"])) for r in read] == [(r["method"], r["variant"], r["M"]) for r in rows]
+    assert [(r["method"], r["variant"], float(r["M"]), r["setting"]) for r in read] == \
+        [(r["method"], r["variant"], r["M"], r["setting"]) for r in rows]
     lines = md_path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == len(rows) + 2 and lines[0] == "| " + " | ".join(bench.COLUMNS) + " |"
     for line, r in zip(lines[2:], rows):
@@ -108,19 +222,42 @@ def test_table_files_hold_every_row(rows, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bench.csv", "bench.md"]  # no temporary left
 
 
-def test_published_anchors_name_a_known_row():
-    for (dataset, method, variant, model), (values, setting) in bench.PUBLISHED.items():
+def test_published_anchors_name_a_known_row_and_cite_a_paper():
+    for (dataset, method, variant, model), (values, source) in bench.PUBLISHED.items():
         assert dataset in REAL and method in bench.METHODS and variant in bench.VARIANTS and model in rk.models.BACKBONES
-        assert set(values) <= {"old", "M", "H"} and all(0 < v < 100 for v in values.values()) and setting
+        assert set(values) <= {"old", "M", "H"} and all(0 < v < 100 for v in values.values())
+        assert re.search(r"\b(19|20)\d\d\b", source) and "https://" in source, source  # a year and a link
+    assert all(re.search(r", [A-Za-z ]+ (19|20)\d\d$", p.cite) and p.link.startswith("https://") and p.reference
+               for p in bench.PAPERS.values())
+    assert all(isinstance(m.paper, bench.Paper) for m in bench.METHODS.values())
+
+
+def test_the_package_cites_no_file_outside_the_repository():
+    text = "\n".join(p.read_text(encoding="utf-8") for p in Path(bench.__file__).parent.glob("*.py"))
+    assert not re.search(r"PUBLISHED\.md|REFERENCE\.md|API\.md|COURSE\.md|seeds? 00\d|\.\./shared", text)
 
 
 @pytest.mark.parametrize("kwargs, blamed", [
     ({"methods": ["GeM", "NetVLAD"]}, "methods"), ({"dataset_names": ["holidays"]}, "dataset_names"),
-    ({"variants": ["+DFS"]}, "variants"), ({"model": "alexnet"}, "model"), ({"timing_images": 0}, "timing_images"),
+    ({"variants": ["+DFS"]}, "variants"), ({"variants": [bench.PCAw()]}, "variants"), ({"variants": []}, "variants"),
+    ({"model": "alexnet"}, "model"), ({"timing_images": 0}, "timing_images"),
 ])
 def test_bad_names_are_rejected(kwargs, blamed):
     with pytest.raises(ValueError, match=blamed):
         bench.run(**kwargs)
+
+
+@pytest.mark.parametrize("args, blamed", [(("", ()), "name"), (("x", [bench.PCAw()]), "steps"), (("x", ("PCAw",)), "steps")])
+def test_bad_variants_are_rejected(args, blamed):
+    with pytest.raises(ValueError, match=blamed):
+        bench.Variant(*args)
+
+
+@pytest.mark.parametrize("make, blamed", [(lambda: bench.PCAw(dim=0), "dim"), (lambda: bench.AlphaQE(k=0), "k"),
+                                          (lambda: bench.AlphaQE(alpha=-1.0), "alpha")])
+def test_bad_step_parameters_are_rejected(make, blamed):
+    with pytest.raises(ValueError, match=blamed):
+        make()
 
 
 def test_real_mode_without_data_says_what_is_missing(tmp_path):
@@ -138,6 +275,7 @@ def test_cli_missing_dataset_exits_2_with_the_message(tmp_path):
     assert "Traceback" not in done.stderr + done.stdout and not (tmp_path / "out").exists()
 
 
-def test_cli_unknown_method_exits_2(capsys):
-    assert main(["bench", "--method", "Foo"]) == 2
-    assert "methods must be" in capsys.readouterr().err
+@pytest.mark.parametrize("option, value, message", [("--method", "Foo", "methods must be"), ("--variant", "+DFS", "variants must be")])
+def test_cli_unknown_name_exits_2(capsys, option, value, message):
+    assert main(["bench", option, value]) == 2
+    assert message in capsys.readouterr().err

@@ -4,7 +4,7 @@ import pytest
 import torch
 from sklearn.decomposition import PCA
 
-from retrievalkit.cam import aggregate_classes, cam_boxes, class_activation_maps, class_weighted, top_classes
+from retrievalkit.cam import aggregate_classes, cam_boxes, class_activation_maps, class_vectors, class_weighted, top_classes
 
 
 def gen(seed):
@@ -272,3 +272,47 @@ def test_cam_boxes_rejects_bad_thresholds(thresholds):
 def test_cam_boxes_rejects_bad_cam(cam):
     with pytest.raises(ValueError, match="^cam must"):
         cam_boxes(cam)
+
+
+class FakeNet:
+    """The two things class_vectors reads: GAP + linear class scores, and the classifier's weights."""
+
+    def __init__(self, W):
+        self.fc_weight = torch.as_tensor(W)
+
+    def logits(self, x):
+        return x.mean(dim=(2, 3)) @ self.fc_weight.T
+
+
+def numpy_class_vector(A, W, c):
+    """Jimenez et al. eq. 3 by hand: d[k] = w_k * sum_ij A_kij cam_ij, L2-normalised."""
+    d = numpy_channel_weights(A) * (A * numpy_cam(A, W, c)).sum(axis=(1, 2))
+    return d / np.linalg.norm(d)
+
+
+def test_class_vectors_top_classes_and_given_classes():
+    g = np.random.default_rng(0)
+    W = g.standard_normal((6, 4))
+    maps = [g.random((4, 3, 5)) * (g.random((4, 3, 5)) > 0.3), g.random((4, 6, 2)) * (g.random((4, 6, 2)) > 0.3)]
+    net = FakeNet(W)
+    got = class_vectors(net, [torch.as_tensor(m) for m in maps], n=2)
+    for i, A in enumerate(maps):
+        top = np.argsort(-(A.mean(axis=(1, 2)) @ W.T))[:2]
+        for j, c in enumerate(top):
+            np.testing.assert_allclose(got[i, j].numpy(), numpy_class_vector(A, W, c), atol=1e-10)
+    given = class_vectors(net, [torch.as_tensor(m) for m in maps], classes=[5, 0])
+    for i, A in enumerate(maps):
+        for j, c in enumerate([5, 0]):
+            np.testing.assert_allclose(given[i, j].numpy(), numpy_class_vector(A, W, c), atol=1e-10)
+
+
+@pytest.mark.parametrize("maps, kwargs, name", [
+    ([torch.rand(4, 3, 3)], {}, "n and classes"),
+    ([torch.rand(4, 3, 3)], {"n": 1, "classes": [0]}, "n and classes"),
+    ([], {"n": 1}, "maps"),
+    (torch.rand(2, 4, 3, 3), {"n": 1}, "maps"),
+    ([torch.rand(1, 4, 3, 3)], {"n": 1}, r"maps\[0\]"),
+])
+def test_class_vectors_rejects_bad_input(maps, kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        class_vectors(FakeNet(torch.rand(6, 4)), maps, **kwargs)

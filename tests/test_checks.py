@@ -3,6 +3,7 @@
 The wrong answers below are written the way a student would write them, independently of the
 mistake models in retrievalkit.teaching.checks.
 """
+import inspect
 import math
 import pickle
 
@@ -11,6 +12,10 @@ import pytest
 import torch
 
 from retrievalkit.teaching import checks
+from retrievalkit.teaching.checks import (cam, core, crow, encoding, finetuning, manifolds, measuring, pooling,
+                                          postprocessing, rmac)
+
+NOTEBOOK_MODULES = [pooling, measuring, encoding, rmac, crow, cam, postprocessing, finetuning, manifolds]
 
 
 # ----------------------------------------------------------------- window pooling (2x2, stride 2)
@@ -561,6 +566,11 @@ def aqe_no_l2(Q, X, k, alpha):
     return Q + ((s**alpha)[..., None] * X[idx]).sum(dim=1)
 
 
+def aqe_mean_of_neighbours(Q, X, k, alpha):
+    s, idx = (Q @ X.T).topk(k, dim=1)
+    return _l2n(Q + ((s**alpha)[..., None] * X[idx]).mean(dim=1))
+
+
 # ----------------------------------------------------------------- losses and mining (notebook 8)
 def contrastive_correct(a, b, y, margin):
     D = ((a - b) ** 2).sum(dim=1)
@@ -632,6 +642,11 @@ def triplet_minus_margin(anchor, positive, negative, margin):
     return torch.relu(_sq(anchor, positive) - _sq(anchor, negative) - margin).mean()
 
 
+def triplet_violating_only(anchor, positive, negative, margin):
+    losses = torch.relu(margin + _sq(anchor, positive) - _sq(anchor, negative))
+    return losses[losses > 0].mean()
+
+
 def _similarities(anchors, pool, positives_of, value=-math.inf, own_index_only=False):
     S = anchors @ pool.T
     for i, pos in enumerate(positives_of):
@@ -661,6 +676,11 @@ def mining_index_order(anchors, pool, positives_of, n):
 
 def mining_skips_first(anchors, pool, positives_of, n):
     return _similarities(anchors, pool, positives_of).argsort(dim=1, descending=True)[:, 1 : n + 1]
+
+
+def mining_positives_at_zero(anchors, pool, positives_of, n):
+    S = _similarities(anchors, pool, positives_of, value=0.0)
+    return torch.sort(S, dim=1, descending=True, stable=True).indices[:, :n]
 
 
 # ----------------------------------------------------------------- kNN preservation (notebook 9)
@@ -710,6 +730,13 @@ def knn_jaccard(X, Y, k):
 def knn_same_rank(X, Y, k):
     A, B = _knn(X, k), _knn(Y, k)
     return float((A == B).mean())
+
+
+
+def knn_one_fewer(X, Y, k):
+    near = lambda Z: np.argsort(((Z[:, None] - Z[None]) ** 2).sum(-1), axis=1)[:, 1:k]  # the point itself, then k - 1
+    A, B = near(np.asarray(X)), near(np.asarray(Y))
+    return np.mean([len(set(a) & set(b)) / k for a, b in zip(A, B)])
 
 
 CORRECT = {
@@ -825,6 +852,84 @@ WRONG = [
 ]
 
 
+# ----------------------------------------------------------------- the layout of the checks
+def test_tasks_are_the_notebooks_tasks_in_notebook_order():
+    assert list(checks.TASKS) == [
+        "window_pool", "mac", "spoc", "gem", "average_precision", "mean_ap", "vlad", "rmac_regions", "rmac",
+        "crow_spatial_weights", "crow_channel_weights", "class_activation_map", "class_weighted_vector", "alpha_qe",
+        "contrastive_loss", "triplet_loss", "hard_negatives", "knn_preservation"]
+    assert [t for m in NOTEBOOK_MODULES for t in m.TASKS] == list(checks.TASKS)
+    assert all(checks.TASKS[name].name == name for name in checks.TASKS)
+
+
+@pytest.mark.parametrize("task", list(checks.TASKS))
+def test_each_check_is_a_plain_function_of_its_notebook_module(task):
+    (module,) = [m for m in NOTEBOOK_MODULES if task in m.TASKS]
+    check = getattr(checks, f"check_{task}")
+    assert check is getattr(module, f"check_{task}") and check.__module__ == module.__name__
+    assert check.__name__ == f"check_{task}" and check.__doc__
+    assert f'run_check("{task}", ' in inspect.getsource(check)
+    assert f"check_{task}" in checks.__all__
+
+
+def test_importing_the_checks_prints_nothing_and_does_not_load_faiss():
+    import subprocess
+    import sys
+
+    code = "import sys\nfrom retrievalkit.teaching import checks\nprint('faiss' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "False\n" and out.stderr == ""
+
+
+# every parametrised mistake model: with no flags it must be the reference (so each mistake is the
+# reference plus exactly one named change)
+VARIANT_TASK = {
+    "_spoc_variant": "spoc", "_gem_variant": "gem", "_vlad_variant": "vlad", "_regions_variant": "rmac_regions",
+    "_rmac_variant": "rmac", "_spatial_variant": "crow_spatial_weights", "_channel_variant": "crow_channel_weights",
+    "_cam_variant": "class_activation_map", "_weighted_variant": "class_weighted_vector", "_aqe_variant": "alpha_qe",
+    "_contrastive_variant": "contrastive_loss", "_triplet_variant": "triplet_loss", "_mining_variant": "hard_negatives",
+    "_knn_variant": "knn_preservation",
+}
+
+
+def _functions(module):
+    return {name: f for name, f in vars(module).items() if inspect.isfunction(f) and f.__module__ == module.__name__}
+
+
+def test_every_parametrised_mistake_model_is_a_listed_variant():
+    variants = {name for m in NOTEBOOK_MODULES for name in _functions(m) if name.endswith("_variant")}
+    assert variants == set(VARIANT_TASK)
+    for m in NOTEBOOK_MODULES:
+        for name, f in _functions(m).items():
+            flags = [p for p in inspect.signature(f).parameters.values() if p.kind is p.KEYWORD_ONLY]
+            if flags:  # keyword flags make mistakes: only the variants may take them, and only them
+                assert name in VARIANT_TASK and VARIANT_TASK[name] in m.TASKS, f"{m.__name__}.{name}"
+                assert all(p.kind is p.KEYWORD_ONLY for p in inspect.signature(f).parameters.values()), name
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANT_TASK))
+def test_a_variant_without_flags_is_the_reference(variant):
+    task = checks.TASKS[VARIANT_TASK[variant]]
+    (module,) = [m for m in NOTEBOOK_MODULES if task.name in m.TASKS]
+    plain = getattr(module, variant)()
+    for seed in range(4):
+        for case in task.cases(np.random.default_rng(seed)):
+            got, want = (core._canonical(task, core._to_numpy(f(*case.args, **case.kwargs))) for f in (plain, task.reference))
+            assert got.shape == want.shape and np.allclose(got, want, rtol=core.RTOL, atol=core.ATOL), (seed, case.label)
+
+
+@pytest.mark.parametrize("task", list(checks.TASKS))
+def test_every_mistake_differs_from_the_reference_on_some_case(task):
+    t = checks.TASKS[task]
+    cases = [c for seed in range(3) for c in t.cases(np.random.default_rng(seed))]
+    expected = [core._canonical(t, core._to_numpy(t.reference(*c.args, **c.kwargs))) for c in cases]
+    with np.errstate(all="ignore"):
+        for m in t.mistakes:
+            outs = [core._mistake_output(t, m, c) for c in cases]
+            assert any(o is None or not core._same(o, e) for o, e in zip(outs, expected)), m.description
+
+
+# ----------------------------------------------------------------- the checks at work
 def test_every_task_has_a_correct_fixture_and_four_wrong_ones():
     assert set(CORRECT) == set(checks.TASKS)
     for task in checks.TASKS:
@@ -912,7 +1017,7 @@ def test_an_unexplained_wrong_number_or_index_list_is_shown_beside_the_expected_
         A, B = near(X), near(Y)
         return sum(len(set(a) & set(b)) for a, b in zip(A, B)) / len(X) / len(X)
 
-    expected = checks._knn_preservation(*checks._knn_cases(np.random.default_rng(5))[1].args)
+    expected = knn_correct(*checks.TASKS["knn_preservation"].cases(np.random.default_rng(5))[1].args)
     with pytest.raises(checks.CheckFailed, match=rf"gives [0-9.]+, expected {expected:.4g}"):
         checks.run_check("knn_preservation", knn_over_n, seed=5)
 
@@ -927,10 +1032,10 @@ def test_an_unexplained_wrong_number_or_index_list_is_shown_beside_the_expected_
 
 
 @pytest.mark.parametrize("task, wrong, named", [
-    ("hard_negatives", checks._mining_variant(mask="zero"), "similarity 0"),
-    ("knn_preservation", lambda X, Y, k: checks._knn_preservation(X, Y, k, fewer=True), "k - 1 neighbours"),
-    ("alpha_qe", checks._aqe_variant(mean=True), "divides the neighbours' sum by k"),
-    ("triplet_loss", checks._triplet_variant(violating=True), "violate the margin only"),
+    ("hard_negatives", mining_positives_at_zero, "similarity 0"),
+    ("knn_preservation", knn_one_fewer, "k - 1 neighbours"),
+    ("alpha_qe", aqe_mean_of_neighbours, "divides the neighbours' sum by k"),
+    ("triplet_loss", triplet_violating_only, "violate the margin only"),
 ])
 def test_the_mistakes_students_made_in_review_are_named(task, wrong, named):
     with pytest.raises(checks.CheckFailed, match=named):
@@ -949,4 +1054,4 @@ def test_a_failed_check_in_a_notebook_shows_the_feedback_without_the_checks_own_
     (error,) = [o for o in nb.cells[0].outputs if o.output_type == "error"]
     shown = "\n".join(error.traceback)
     assert error.ename == "CheckFailed" and "equals average pooling" in shown
-    assert "checks.py" not in shown and "Traceback" not in shown
+    assert "retrievalkit" not in shown and "run_check" not in shown and "Traceback" not in shown

@@ -149,3 +149,13 @@ def test_rejects_bad_exponents(fn, name, value):
 def test_rejects_non_bool_flags(name):
     with pytest.raises(ValueError, match=f"^{name} must"):
         crow(torch.ones(1, 2, 2, 2), **{name: "no"})
+
+
+def test_channel_weights_with_eps_are_eq_2_of_jeong_et_al_by_hand():
+    # two channels on a 2x2 map: Q = (1/4, 0); eps = 0.1, K = 2
+    x = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]], dtype=torch.float64)
+    expected = [math.log((0.2 + 0.25) / 0.35), math.log((0.2 + 0.25) / 0.1)]
+    torch.testing.assert_close(crow_channel_weights(x, eps=0.1), torch.tensor(expected, dtype=torch.float64))
+    torch.testing.assert_close(crow_channel_weights(x), torch.tensor([0.0, 0.0], dtype=torch.float64))  # yahoo: log 1, 0
+    with pytest.raises(ValueError, match="eps must be"):
+        crow_channel_weights(x, eps=-1)

@@ -347,3 +347,14 @@ def test_subset_renumbers_the_ground_truth():
     assert sub.images[0] == Path("/x/jpg/im4.jpg")
     with pytest.raises(ValueError, match="queries and images"):
         ds.subset([5], [0])
+
+
+def test_split_lists_the_images_of_a_split(tmp_path):
+    _images(tmp_path / "mini" / "jpg", ["a", "b", "c"])
+    ds = DS.Dataset("mini", tmp_path / "mini", ["a", "b", "c"], [], [], tmp_path / "mini" / "jpg",
+                    {"split": ["test", "train", "train"]})
+    assert ds.split("train") == [1, 2] and ds.split("test") == [0]
+    with pytest.raises(ValueError, match=r"name must be one of \['test', 'train'\], got 'val'"):
+        ds.split("val")
+    with pytest.raises(ValueError, match="has no train / test split"):
+        DS.Dataset("x", tmp_path, ["a"], [], [], tmp_path / "mini" / "jpg").split("train")

@@ -311,3 +311,23 @@ def test_precision_recall_skips_junk_and_its_trapezoid_area_is_the_ap():
     assert area == pytest.approx(average_precision([0, 2], 3))
     with pytest.raises(ValueError, match="ok"):
         precision_recall([1, 2], ok=[])
+
+
+def test_map_score_is_the_protocols_map_in_percent_by_hand():
+    from types import SimpleNamespace
+
+    from retrievalkit.evaluate import map_score
+
+    # one query, database of 4: easy = {0}, hard = {2}, junk = {1}; ranking 3, 2, 1, 0
+    ds = SimpleNamespace(name="toy", gnd=[{"easy": [0], "hard": [2], "junk": [1]}])
+    ranks = np.array([[3, 2, 1, 0]])
+    # medium: ok = {0, 2} at positions 1 and 3, junk (position 2) removed -> ranks 1 and 2:
+    # AP = ((0/1 + 1/2) + (1/2 + 2/3)) / 4 = 5/12
+    assert map_score(ranks, ds) == pytest.approx(100 * 5 / 12)
+    # easy: ok = {0}, junk = {1, 2}: 0 at rank 1 -> (0 + 1/2) / 2; hard: ok = {2}, junk = {0, 1} -> same
+    assert map_score(ranks, ds, "easy") == pytest.approx(25.0)
+    assert map_score(ranks, ds, "hard") == pytest.approx(25.0)
+    original = SimpleNamespace(name="toy", gnd=[{"ok": [0], "junk": []}])
+    assert map_score(ranks, original, "original") == pytest.approx(12.5)  # rank 3: (0/3 + 1/4) / 2
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        map_score(ranks, original, "medium")

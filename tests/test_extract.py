@@ -44,6 +44,12 @@ def lite0():
     return M.backbone()
 
 
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path, monkeypatch):
+    """The default cache goes under the data root: keep the tests' results out of data/cache."""
+    monkeypatch.setenv("RETRIEVALKIT_DATA", str(tmp_path / "data"))
+
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """Four 192 x 128 JPEGs from scikit-image photos and one 128 x 192 (portrait)."""
@@ -189,7 +195,7 @@ def test_cache_loads_instead_of_recomputing(tmp_path, photos, monkeypatch):
     toy = Toy()
     gem3 = functools.partial(P.gem, p=3)
     X = E.descriptors(toy, photos, gem3, size=64, cache=tmp_path, key="mini/database", num_workers=0, progress=False)
-    files = list(tmp_path.glob("*.npy"))
+    files = list(tmp_path.glob("*.pt"))
     assert len(files) == 1 and files[0].name.startswith("mini-database-toy-gem-")
 
     def broken(x):
@@ -330,3 +336,13 @@ def test_rewritten_image_misses_the_cache(tmp_path):
     p.write_bytes(b"other content")
     os.utime(p, ns=(1, 2))
     assert _file_key(p) != before
+
+
+def test_pool_dataset_maps_pools_queries_and_database_alike():
+    g = torch.Generator().manual_seed(0)
+    Qm = [torch.rand(4, 3, 5, generator=g), torch.rand(4, 2, 2, generator=g)]
+    Xm = [torch.rand(4, 6, 4, generator=g)]
+    Q, X = E.pool_dataset_maps(Qm, Xm, P.mac)
+    for got, maps in ((Q, Qm), (X, Xm)):
+        expected = np.array([m.numpy().max(axis=(1, 2)) for m in maps])
+        np.testing.assert_allclose(got.numpy(), expected / np.linalg.norm(expected, axis=1, keepdims=True), rtol=1e-6)

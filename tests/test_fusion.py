@@ -1,4 +1,4 @@
-"""Seed 002 fusion steps and multiple feed-forward passes."""
+"""The fusion steps of Seddati et al. (ICCVW 2017) and multiple feed-forward passes."""
 import numpy as np
 import pytest
 import torch
@@ -24,10 +24,12 @@ def test_early_and_late_fusion_differ_and_late_is_sum_then_l2():
     a = torch.tensor([[3.0, 0.0]])
     b = torch.tensor([[0.0, 4.0]])
     torch.testing.assert_close(fusion.late_fusion([a, b]), torch.tensor([[0.6, 0.8]]), atol=1e-6, rtol=1e-6)
-    x1, x2 = torch.rand(1, 8, 7, 9), torch.rand(1, 8, 7, 9)
-    early = regions.os_rmac(fusion.early_fusion([x1, x2]))
-    late = fusion.late_fusion([regions.os_rmac(x1), regions.os_rmac(x2)])
-    assert not torch.allclose(early, late)
+    # 1x1 maps: every level of os_rmac keeps the one position, so os_rmac(x) = l2n(3 x) = l2n(x)
+    x1, x2 = torch.tensor([3.0, 0.0]).view(1, 2, 1, 1), torch.tensor([0.0, 1.0]).view(1, 2, 1, 1)
+    early = regions.os_rmac(fusion.early_fusion([x1, x2]))  # l2n([3, 1]): the strong map dominates
+    late = fusion.late_fusion([regions.os_rmac(x1), regions.os_rmac(x2)])  # l2n([1, 0] + [0, 1]): equal votes
+    torch.testing.assert_close(early, torch.tensor([[3.0, 1.0]]) / 10**0.5)
+    torch.testing.assert_close(late, torch.tensor([[1.0, 1.0]]) / 2**0.5)
 
 
 def test_cam_mask_threshold_is_relative_to_the_mean():

@@ -13,6 +13,8 @@ import io
 import json
 import pickle
 import re
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +24,7 @@ import numpy as np
 import pytest
 import zmq.asyncio
 
-from retrievalkit.teaching import checks, grade
+from retrievalkit.teaching import checks, grading, kernels
 from retrievalkit.teaching import sandbox as _sandbox
 from retrievalkit.__main__ import main
 from retrievalkit.teaching.exercises import make_exercise
@@ -30,7 +32,7 @@ from retrievalkit.teaching.exercises import make_exercise
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
 POOLING = ROOT / "solutions" / "01_pooling.ipynb"
-LIMITS = grade.Limits(cell_timeout=3, submission_timeout=60, memory=2 << 30)
+LIMITS = grading.Limits(cell_timeout=3, submission_timeout=60, memory=2 << 30)
 FULL = {"window_pool": 2, "mac": 1, "spoc": 2, "gem": 2}
 
 NO_ROOT = "def gem(x, p=3.0, eps=1e-6):\n    return x.clamp(min=eps).pow(p).mean(dim=(-2, -1))\n"
@@ -173,15 +175,15 @@ def _student(path: str) -> str:
     return path.split("/")[0] if "/" in path else Path(path).stem.split("__")[0]
 
 
-async def _run(cells: list[str], tmp: Path, limits: grade.Limits = LIMITS) -> list:
+async def _run(cells: list[str], tmp: Path, limits: grading.Limits = LIMITS) -> list:
     """Run ``cells`` one after the other in a grading kernel, starting a fresh one when lost."""
     (tmp / "work").mkdir()
     (tmp / "conn").mkdir()
     context = zmq.asyncio.Context()
     try:
-        async with grade._fork_server(limits) as zygote:
-            spec = grade._kernel_spec(limits, tmp / "work", [ROOT], zygote)
-            session = grade._Session(cells, [1 << 16] * len(cells), limits, context, spec, tmp / "work", tmp / "conn")
+        async with kernels._fork_server(limits) as zygote:
+            spec = kernels._kernel_spec(limits, tmp / "work", [ROOT], zygote)
+            session = kernels._Session(cells, [1 << 16] * len(cells), limits, context, spec, tmp / "work", tmp / "conn")
             outcomes = []
             try:
                 for i in range(len(cells)):
@@ -224,9 +226,9 @@ def test_the_sandbox_refuses_what_would_reach_the_reference_a_process_or_the_net
     attempts = {
         "import retrievalkit": "importing retrievalkit",
         f"open({str(POOLING)!r}).read()": "course material",
-        f"import os\nhere = os.getcwd()\nos.chdir({str(ROOT)!r})\ntry:\n    open('retrievalkit/teaching/checks.py')\n"
+        f"import os\nhere = os.getcwd()\nos.chdir({str(ROOT)!r})\ntry:\n    open('retrievalkit/teaching/checks/core.py')\n"
         "finally:\n    os.chdir(here)": "course material",
-        f"open({str(ROOT / 'retrievalkit' / 'teaching' / 'checks.py')!r}, 'a')": "outside the working folder",
+        f"open({str(ROOT / 'retrievalkit' / 'teaching' / 'checks' / 'core.py')!r}, 'a')": "outside the working folder",
         "open('/tmp/outside.txt', 'w')": "outside the working folder",
         f"import os\nos.symlink({str(ROOT)!r}, 'course')": "outside the working folder",
         "import os\nos.system('true')": "os.system",
@@ -312,7 +314,7 @@ def test_the_submission_time_limit_stops_what_is_left(tmp_path):
     subs.mkdir()
     (subs / "slow.ipynb").write_text(_submission({"spoc": LOOP_IN_FUNCTION, "gem": LOOP_IN_FUNCTION.replace(
         "spoc(x)", "gem(x, p=3.0, eps=1e-6)")}), encoding="utf-8")
-    [graded] = grade.grade(subs, limits=grade.Limits(cell_timeout=3, submission_timeout=4, memory=2 << 30), seed=1)
+    [graded] = grading.grade(subs, limits=grading.Limits(cell_timeout=3, submission_timeout=4, memory=2 << 30), seed=1)
     scores = {t.task: t.score for t in graded.tasks}
     assert scores == {"window_pool": 2, "mac": 1, "spoc": 0, "gem": 0}
     assert "took longer than 3 s" in graded.tasks[2].faults[0]
@@ -344,24 +346,49 @@ def test_the_kernel_probe_answers_like_checks_probe():
 
 
 def test_exercises_and_submissions_are_found_by_grade_id_and_layout(tmp_path):
-    [pooling] = [e for e in grade.load_exercises(ROOT / "solutions") if e.name == "01_pooling"]
+    [pooling] = [e for e in grading.load_exercises(ROOT / "solutions") if e.name == "01_pooling"]
     assert pooling.tasks == FULL and pooling.cells == ("window_pool", "mac", "spoc", "gem")
     assert pooling.preamble == "import torch"  # the notebook's imports, without retrievalkit
     for rel in ["ann/x/y.ipynb", "bob__01_pooling.ipynb", "cid.ipynb", ".hidden/z.ipynb",
                 "eve/.ipynb_checkpoints/a.ipynb"]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("{}")
-    assert grade.find_submissions(tmp_path) == [
+    assert grading.find_submissions(tmp_path) == [
         ("ann", Path("ann/x/y.ipynb")), ("bob", Path("bob__01_pooling.ipynb")), ("cid", Path("cid.ipynb"))]
     ids = {_gid(c) for c in _solved().cells} - {None}
-    assert grade._match(ids, Path("whatever.ipynb"), grade.load_exercises(ROOT / "solutions")) == pooling
-    assert grade._match(set(), Path("bob__01_pooling.ipynb"), [pooling]) == pooling
-    assert grade._match(set(), Path("notes.ipynb"), [pooling]) is None
+    assert grading._match(ids, Path("whatever.ipynb"), grading.load_exercises(ROOT / "solutions")) == pooling
+    assert grading._match(set(), Path("bob__01_pooling.ipynb"), [pooling]) == pooling
+    assert grading._match(set(), Path("notes.ipynb"), [pooling]) is None
 
 
 def test_without_the_fork_server_each_kernel_is_a_fresh_interpreter(tmp_path, monkeypatch):
     """Where there are no pidfds (not Linux) kernels start afresh: slower, graded the same."""
-    monkeypatch.setattr(grade, "_FORK", False)
+    monkeypatch.setattr(kernels, "_FORK", False)
     (tmp_path / "ann.ipynb").write_text(_submission({"gem": NO_ROOT}), encoding="utf-8")
-    [graded] = grade.grade(tmp_path, limits=LIMITS, seed=2)
+    [graded] = grading.grade(tmp_path, limits=LIMITS, seed=2)
     assert (graded.problem, graded.total) == (None, 5.5)
+
+
+IMPORT_THEN_REGISTER = """import json
+from jupyter_client.provisioning import KernelProvisionerFactory as F
+import retrievalkit.teaching, retrievalkit.teaching.grading, retrievalkit.teaching.kernels, retrievalkit.teaching.report
+initialized = F.initialized()
+before = sorted(F.instance().provisioners)
+retrievalkit.teaching.kernels._register_provisioner()
+once = dict(F.instance().provisioners)
+retrievalkit.teaching.kernels._register_provisioner()
+print(json.dumps({"initialized": initialized, "before": before, "after": sorted(F.instance().provisioners),
+                  "idempotent": once == F.instance().provisioners,
+                  "loads": F.instance().provisioners["retrievalkit-fork"].load().__qualname__}))
+"""
+
+
+def test_importing_the_grader_leaves_the_provisioner_registry_untouched():
+    """The fork provisioner is registered when a batch starts, once, not when a module is imported."""
+    run = subprocess.run([sys.executable, "-c", IMPORT_THEN_REGISTER], cwd=ROOT, capture_output=True, text=True,
+                         check=True)
+    seen = json.loads(run.stdout.splitlines()[-1])
+    assert seen["initialized"] is False  # no module even created jupyter_client's provisioner factory
+    assert "retrievalkit-fork" not in seen["before"]
+    assert sorted(set(seen["after"]) - set(seen["before"])) == ["retrievalkit-fork"] and seen["idempotent"]
+    assert seen["loads"] == "_ForkProvisioner"

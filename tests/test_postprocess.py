@@ -54,7 +54,7 @@ def test_pca_transform_uses_the_training_mean():
     Y = correlated(30, 5, 3) + 4.0  # another set, with another mean
     w = pp.PCAWhitening().fit(X)
     Z = (Y - X.mean(axis=0)) @ w.P_.T
-    np.testing.assert_allclose(w.transform(Y), Z / (np.linalg.norm(Z, axis=1, keepdims=True) + 1e-6), atol=1e-12)
+    np.testing.assert_allclose(w.transform(Y), Z / np.linalg.norm(Z, axis=1, keepdims=True), atol=1e-12)
     # one row at a time gives the same: centring on Y's own mean would map a single row to 0
     np.testing.assert_allclose(w.transform(Y[3]), w.transform(Y)[3], atol=1e-12)
     assert np.linalg.norm(w.transform(Y[3])) == pytest.approx(1.0, abs=1e-6)
@@ -142,7 +142,7 @@ def test_learned_whitening_equals_cirtorch_up_to_sign():
     np.testing.assert_allclose(np.abs(w.P_), np.abs(P), atol=1e-8)
     Y = correlated(10, 6, 9)
     Z = (Y - m) @ P.T
-    np.testing.assert_allclose(np.abs(w.transform(Y)), np.abs(Z / (np.linalg.norm(Z, axis=1, keepdims=True) + 1e-6)), atol=1e-8)
+    np.testing.assert_allclose(np.abs(w.transform(Y)), np.abs(Z / np.linalg.norm(Z, axis=1, keepdims=True)), atol=1e-8)
 
 
 def test_learned_whitening_regularises_a_singular_pair_covariance():
@@ -465,3 +465,12 @@ def test_region_rerank_rejects_bad_input():
         pp.region_rerank(np.array([[0, 1]]), q, [np.eye(2), np.ones((1, 3))])
     with pytest.raises(ValueError, match="k"):
         pp.region_rerank(np.array([[0, 1]]), q, db, k=3)
+
+
+def test_best_per_image_by_hand():
+    scores = torch.tensor([[0.1, 0.9, 0.9, 0.3, 0.5, 0.2], [1.0, 0.0, 0.0, 0.7, 0.1, 0.8]])
+    values, index = pp.best_per_image(scores, torch.tensor([3, 1, 2]))  # images own regions 0-2, 3, 4-5
+    torch.testing.assert_close(values, torch.tensor([[0.9, 0.3, 0.5], [1.0, 0.7, 0.8]]))
+    assert index.tolist() == [[1, 0, 0], [0, 0, 1]]  # position within the image; the first on ties
+    with pytest.raises(ValueError, match="sizes must be positive region counts summing to the 6"):
+        pp.best_per_image(scores, torch.tensor([3, 2]))

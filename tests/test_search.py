@@ -131,3 +131,19 @@ def test_index_rejects_bad_input():
         idx.search(_unit(1, 8, 1), 6)
     with pytest.raises(ValueError, match="Q must have dimension"):
         idx.search(_unit(1, 4, 1), 1)
+
+
+def test_unfitted_estimators_raise_sklearns_not_fitted_error():
+    from sklearn.exceptions import NotFittedError
+
+    from retrievalkit.encoding import Codebook
+    from retrievalkit.postprocess import LearnedWhitening, PCAWhitening
+    from retrievalkit.salient import RegionalAggregation
+    from retrievalkit.search import Index
+
+    X = np.eye(4, dtype=np.float32)
+    for call in (lambda: Codebook(2).assign(X), lambda: Codebook(2).centers, lambda: Index().search(X, 1),
+                 lambda: PCAWhitening().transform(X), lambda: LearnedWhitening().transform(X),
+                 lambda: RegionalAggregation().transform([torch.rand(4, 3, 3)])):
+        with pytest.raises(NotFittedError, match="not fitted|is empty"):
+            call()

@@ -5,7 +5,7 @@ HTTP ``Range`` request: the file appears under its name only once complete and i
 checked (atomic rename), a wrong hash leaves nothing behind, and files whose hash nobody
 publishes get the SHA256 first seen recorded in ``hashes.json`` and enforced from then on.
 :func:`extract` unpacks tar / zip archives into a fresh folder, refusing members that would
-land outside it. :data:`REGISTRY` lists the benchmark files (REFERENCE.md section 10).
+land outside it. :data:`REGISTRY` lists the benchmark files and their official hosts.
 """
 from __future__ import annotations
 

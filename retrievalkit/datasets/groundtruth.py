@@ -22,7 +22,7 @@ PARIS_CORRUPT = frozenset(
         "sacrecoeur_000353", "triomphe_000662", "triomphe_000833", "triomphe_000863", "triomphe_000867",
     )
 )
-"""The 20 Paris images that do not decode (6,412 files, 6,392 used; REFERENCE.md section 10)."""
+"""The 20 Paris images that do not decode (6,412 files, 6,392 used, as cirtorch's image list)."""
 
 
 class DatasetNotFoundError(FileNotFoundError):

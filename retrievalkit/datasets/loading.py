@@ -76,7 +76,7 @@ class Dataset:
 
         The box is PIL's crop box ``(x1, y1, x2, y2)`` (coordinates rounded by PIL, as cirtorch
         crops), so the crop is ``x2 - x1`` by ``y2 - y1`` pixels; yahoo/crow read the same
-        numbers as ``x, y, w, h`` and crop too much (REFERENCE.md surprise 10).
+        numbers as ``x, y, w, h`` and crop too much.
         """
         box = self.bbx(i)
         with Image.open(self.queries[i]) as im:

@@ -3,5 +3,6 @@
 - :mod:`.checks`: the exercises' check cells (``check_<task>``), and the probe / judge pair the
   grader uses with the same cases and named mistakes;
 - :mod:`.exercises`: ``exercises/`` generated from ``solutions/``;
-- :mod:`.grade`: grading a class, each submission in its own sandboxed kernel (:mod:`.sandbox`).
+- :mod:`.grading`: grading a class, each submission in its own sandboxed kernel (:mod:`.kernels`,
+  :mod:`.sandbox`); :mod:`.report`: the scores and each student's feedback.
 """

@@ -1,6 +1,6 @@
 """The grading kernel: an IPython kernel under resource limits and an audit hook.
 
-Run by :mod:`retrievalkit.teaching.grade` as ``python -I sandbox.py CONFIG_JSON -f CONNECTION_FILE``
+Run by :mod:`retrievalkit.teaching.kernels` as ``python -I sandbox.py CONFIG_JSON -f CONNECTION_FILE``
 (a file path, not ``-m``: the kernel must not import :mod:`retrievalkit`), or forked from
 ``python -I sandbox.py --zygote``, a process that has imported torch once and forks a kernel per
 request (a kernel is ready in about 0.4 s instead of the 2 to 6 s of a fresh interpreter

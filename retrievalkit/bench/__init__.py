@@ -1,0 +1,304 @@
+"""The benchmark: every descriptor of the course, three post-processings, one table.
+
+For each dataset, :func:`run` extracts the last convolutional maps once (:func:`benchmark_maps`,
+cached on disk), describes the queries and the database with every method of :data:`METHODS`
+(:func:`describe`), post-processes them with each variant of :data:`VARIANTS`, ranks exactly
+(:func:`retrievalkit.search.rank`) and evaluates with the dataset's protocol: the old one (mAP over
+the 55 queries) for Oxford5k / Paris6k, Medium and Hard for rOxford5k / rParis6k and the mini
+benchmark (:func:`variant_row`). Each row also holds the published number of :data:`PUBLISHED` for
+the same dataset, method, variant and backbone (blank where none exists) and the time of each stage:
+
+* **decode**: read, decode, crop (queries) and resize every image, one process, one image at a time
+  (the exact decode of :mod:`retrievalkit.extract`);
+* **network**: the backbone on the decoded images, batched by size (batches of 8) as the extraction
+  does, on the model's device (synchronised on CUDA);
+* **pooling**: the method's descriptors of the queries and the database from the maps;
+* **search**: the variant's steps applied to queries and database, then the exact ranking (the
+  least of three runs).
+
+The maps used for the descriptors come from the cache (the float16 maps every lecture reads, so the
+mini numbers are the lectures' numbers); decode and network are therefore timed on a **separate fresh
+pass** (:func:`timed_pass`) over ``timing_images`` images (default 100, evenly spaced over queries +
+database), never read from the cache: the ``timed`` column says how many. Learning (whitening, the
+VLAD codebook and its local PCA) happens offline on another set and is not part of any stage. Images
+per second is ``timed / seconds`` for decode and network, ``(queries + database) / seconds`` for
+pooling and ``queries / seconds`` for search (queries answered per second).
+
+Whitening and codebooks are learnt on another set, as the papers do: Paris6k for Oxford5k and vice
+versa (rParis6k for rOxford5k and vice versa), the training split for the mini benchmark. The parts
+are data: a method (:mod:`.methods`) is a describer whose parameters are its setting (its repr); a
+variant (:mod:`.variants`) is a named tuple of steps (:class:`PCAw`, :class:`AlphaQE`), each learnt
+on the training descriptors and applied in order; :mod:`.published` holds the published numbers and
+their papers. Every method is whitened after pooling, the same way; Jimenez et al. (BMVC 2017)
+whiten each class vector of CAM before the sum instead (its published row says so).
+
+Real mode holds the maps of a dataset and of its whitening set in memory as float32 (VGG16 at 1024:
+about 30 GB each); it is meant for a GPU machine with ample memory.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from .. import datasets, evaluate, extract, models, search
+from .._atomic import write_atomic
+from .._batching import rows_by_shape
+from .methods import CAM_CLASSES, METHODS, VLAD, VLAD_K, VLAD_LOCAL_DIM, CAMOffline, Method, Pooled
+from .published import PAPERS, PUBLISHED, Paper
+from .variants import VARIANTS, AlphaQE, Apply, Descriptors, PCAw, Step, Variant
+
+__all__ = ["BENCHMARKS", "METHODS", "VARIANTS", "PAPERS", "Paper", "PUBLISHED", "COLUMNS", "PROTOCOLS", "Method", "Pooled",
+           "CAMOffline", "VLAD", "Variant", "Step", "PCAw", "AlphaQE", "Maps", "Described", "load_datasets",
+           "benchmark_maps", "timed_pass", "describe", "variant_row", "dataset_rows", "run", "markdown", "write_table",
+           "CAM_CLASSES", "VLAD_K", "VLAD_LOCAL_DIM", "REAL_SIZE"]
+
+REAL_SIZE = 1024  # longest side of the real benchmarks' images (cirtorch, Seddati et al., Jimenez et al.)
+BENCHMARKS = ("mini", "oxford5k", "paris6k", "roxford5k", "rparis6k")
+OTHER = {"oxford5k": "paris6k", "paris6k": "oxford5k", "roxford5k": "rparis6k", "rparis6k": "roxford5k"}
+
+PROTOCOLS = {"original": "old", "medium": "M", "hard": "H"}
+COLUMNS = ("dataset", "model", "method", "variant", "dim", "old", "M", "H", "published old", "published M",
+           "published H", "published setting", "timed", "decode s", "decode img/s", "network s", "network img/s",
+           "pooling s", "pooling img/s", "search s", "search img/s", "setting")
+"""The columns of a row; mAP in %, blank where the dataset has no such protocol; ``setting``: the
+method's and the variant's parameters."""
+
+
+# --------------------------------------------------------------------------------------------
+# The stages of run()
+
+
+class Maps(NamedTuple):
+    """A dataset's maps: queries, database, and the training maps methods and whitening learn from."""
+
+    queries: list[torch.Tensor]
+    database: list[torch.Tensor]
+    train: list[torch.Tensor]
+
+
+class Described(NamedTuple):
+    """A method's descriptors of queries ``Q``, database ``X`` and training set ``T``, and the seconds
+    that describing the queries and the database took."""
+
+    Q: Descriptors
+    X: Descriptors
+    T: Descriptors
+    seconds: float
+
+
+def load_datasets(names: Sequence[str], root: Any = None, download: bool = False
+                  ) -> list[tuple[datasets.Dataset, datasets.Dataset | None]]:
+    """Each benchmark and the set its whitening is learnt on (None for mini: its training split), all
+    loaded first so that a missing one raises :class:`retrievalkit.datasets.DatasetNotFoundError` at once."""
+    pairs = [(datasets.load(n, root=root, download=download), n) for n in names]
+    return [(ds, None if n == "mini" else datasets.load(OTHER[n], root=root, download=download)) for ds, n in pairs]
+
+
+def benchmark_maps(net: models.Backbone, ds: datasets.Dataset, other: datasets.Dataset | None,
+                   size: float | None) -> Maps:
+    """The cached maps (:func:`retrievalkit.extract.dataset_maps`) of ``ds``; the training maps are its
+    training split when ``other`` is None, else ``other``'s database."""
+    qmaps, xmaps = extract.dataset_maps(net, ds, size=size, progress=False)
+    if other is None:
+        return Maps(qmaps, xmaps, [xmaps[i] for i in ds.split("train")])
+    return Maps(qmaps, xmaps, extract.dataset_maps(net, other, size=size, progress=False)[1])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_pass(net: models.Backbone, ds: datasets.Dataset, size: float | None, n: int | None) -> dict[str, float]:
+    """Decode, then the network, on a fresh pass over ``n`` images (all when None) evenly spaced over
+    queries + database: ``{"timed", "decode s", "network s"}``."""
+    images = [str(p) for p in [*ds.queries, *ds.images]]
+    boxes = [ds.bbx(i) for i in range(len(ds.queries))] + [None] * len(ds.images)
+    if n is not None and n < len(images):
+        pick = [round(i * (len(images) - 1) / max(n - 1, 1)) for i in range(n)]
+        images, boxes = [images[i] for i in pick], [boxes[i] for i in pick]
+    decoder = extract._Decoded(images, extract._plan(images, boxes, size))
+    start = time.perf_counter()
+    decoded = [decoder[i] for i in range(len(decoder))]
+    decode = time.perf_counter() - start
+    device = next(net.parameters()).device
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:  # the maps' mean keeps the batch's work from being skipped
+        return extract._maps(net, net.transform(batch.to(device))).mean(dim=(1, 2, 3))[:, None]
+
+    with torch.inference_mode():
+        forward(decoded[0][None])  # warm-up (first-call allocations, CUDA context), not timed
+        _sync(device)
+        start = time.perf_counter()
+        rows_by_shape(decoded, forward, 8, "network")
+        _sync(device)
+    return {"timed": len(images), "decode s": decode, "network s": time.perf_counter() - start}
+
+
+def describe(method: Method, net: models.Backbone, maps: Maps) -> Described:
+    """The method learnt on the training maps, then its descriptors; only queries + database are timed."""
+    fn = method.build(net, maps.train)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        Q, X = fn(maps.queries), fn(maps.database)
+        seconds = time.perf_counter() - start
+        return Described(Q, X, fn(maps.train), seconds)
+
+
+def _best_of(fn: Callable[[], Any], repeat: int = 3) -> tuple[Any, float]:
+    """``fn()`` and the least of ``repeat`` timings: a sub-millisecond stage is otherwise mostly
+    first-call warm-up and scheduling noise."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return out, min(times)
+
+
+def _rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds > 0 else math.inf
+
+
+def _search(apply: Apply, Q: Descriptors, X: Descriptors) -> tuple[torch.Tensor, int]:
+    """The fitted variant on queries and database, then the exact ranking -> (ranks, descriptor dim)."""
+    Q, X = apply(Q, X)
+    return search.rank(Q, X), X.shape[1]
+
+
+def variant_row(ds: datasets.Dataset, model: str, method: Method, described: Described, variant: Variant,
+                stage: dict[str, float]) -> dict[str, Any]:
+    """The row (:data:`COLUMNS`) of one variant: fitted on ``described.T`` (not timed), applied to
+    ``(Q, X)`` and ranked (timed), evaluated; ``stage`` is :func:`timed_pass`'s decode and network timing."""
+    Q, X, T, pool_s = described
+    apply = variant.fit(T)
+    (ranks, dim), search_s = _best_of(lambda: _search(apply, Q, X))
+    table = evaluate.evaluate(ranks, ds)
+    published, source = PUBLISHED.get((ds.name, method.name, variant.name, model), ({}, ""))
+    row: dict[str, Any] = {c: "" for c in COLUMNS}
+    row.update({"dataset": ds.name, "model": model, "method": method.name, "variant": variant.name, "dim": dim,
+                "published setting": source, **stage,
+                "decode img/s": _rate(stage["timed"], stage["decode s"]),
+                "network img/s": _rate(stage["timed"], stage["network s"]),
+                "pooling s": pool_s, "pooling img/s": _rate(Q.shape[0] + X.shape[0], pool_s),
+                "search s": search_s, "search img/s": _rate(Q.shape[0], search_s),
+                "setting": f"{method.setting} → {variant.setting}"})
+    row.update({column: table[protocol]["mAP"] for protocol, column in PROTOCOLS.items() if protocol in table})
+    row.update({f"published {column}": value for column, value in published.items()})
+    return row
+
+
+def dataset_rows(net: models.Backbone, model: str, ds: datasets.Dataset, other: datasets.Dataset | None,
+                 methods: Sequence[Method], variants: Sequence[Variant], size: float | None,
+                 timing_images: int | None) -> list[dict[str, Any]]:
+    """The rows of one dataset: its maps and timed pass once, each method described once, a row per variant."""
+    maps, stage = benchmark_maps(net, ds, other, size), timed_pass(net, ds, size, timing_images)
+    described = [(method, describe(method, net, maps)) for method in methods]
+    return [variant_row(ds, model, method, d, variant, stage) for method, d in described for variant in variants]
+
+
+def _check_names(values: Any, allowed: Sequence[str], name: str) -> list[str]:
+    values = [values] if isinstance(values, str) else list(values)
+    bad = [v for v in values if v not in allowed]
+    if not values or bad:
+        raise ValueError(f"{name} must be a non-empty list of {', '.join(allowed)}; got {bad or values!r}")
+    return values
+
+
+def _variants(values: Any) -> list[Variant]:
+    """Names of :data:`VARIANTS` or :class:`Variant` objects -> variants."""
+    values = [values] if isinstance(values, (str, Variant)) else list(values)
+    bad = [v for v in values if not isinstance(v, Variant) and (not isinstance(v, str) or v not in VARIANTS)]
+    if not values or bad:
+        raise ValueError(f"variants must be a non-empty list of Variant objects or of {', '.join(VARIANTS)}; "
+                         f"got {bad or values!r}")
+    return [v if isinstance(v, Variant) else VARIANTS[v] for v in values]
+
+
+def _methods(names: list[str] | None, net: models.Backbone, model: str) -> list[Method]:
+    """The methods named (all that the backbone supports when None): CAM needs a GAP -> FC classifier."""
+    if names is None:
+        return [m for m in METHODS.values() if not isinstance(m.describer, CAMOffline) or net.supports_cam]
+    if "CAM" in names and not net.supports_cam:
+        raise ValueError(f"methods: 'CAM' needs a GAP -> FC classifier; model {model!r} has none "
+                         f"(use efficientnet_lite0 or resnet50)")
+    return [METHODS[m] for m in names]
+
+
+def _image_size(name: str, size: float | None) -> float | None:
+    """``size`` when given, else the images as stored for mini (as the lectures), :data:`REAL_SIZE` otherwise."""
+    return size if size is not None else (None if name == "mini" else REAL_SIZE)
+
+
+def run(
+    dataset_names: Sequence[str] | str = ("mini",),
+    model: str = "efficientnet_lite0",
+    methods: Sequence[str] | str | None = None,
+    variants: Sequence[str | Variant] | str | Variant = tuple(VARIANTS),
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    size: float | None = None,
+    device: str | None = None,
+    timing_images: int | None = 100,
+) -> list[dict[str, Any]]:
+    """The benchmark: one row (a dict with :data:`COLUMNS`) per dataset, method and variant.
+
+    ``methods`` default to all of :data:`METHODS` the backbone supports (CAM needs a GAP -> FC
+    classifier, which VGG16 lacks). ``variants``: names of :data:`VARIANTS` or :class:`Variant`
+    objects. ``size``: longest image side (default: the images as stored for mini, as the lectures;
+    1024 for the real benchmarks). ``device`` defaults to CUDA when available. Every dataset (and the
+    set its whitening is learnt on) is loaded before any work (:func:`load_datasets`); ``download=True``
+    fetches a missing one.
+    """
+    names = _check_names(dataset_names, BENCHMARKS, "dataset_names")
+    _check_names([model], models.BACKBONES, "model")
+    method_names = None if methods is None else _check_names(methods, list(METHODS), "methods")
+    chosen = _variants(variants)
+    if timing_images is not None and (isinstance(timing_images, bool) or not isinstance(timing_images, int)
+                                      or timing_images < 1):
+        raise ValueError(f"timing_images must be None or an integer >= 1, got {timing_images!r}")
+    loaded = load_datasets(names, root, download)
+    net = models.backbone(model, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    chosen_methods = _methods(method_names, net, model)
+    return [row for ds, other in loaded for row in dataset_rows(
+        net, model, ds, other, chosen_methods, chosen, _image_size(ds.name, size), timing_images)]
+
+
+def _text(value: Any, column: str) -> str:
+    if not isinstance(value, float):
+        return str(value)
+    if column.endswith(" s"):
+        return f"{value:.3f}"
+    return f"{value:.1f}" if column.endswith("img/s") else f"{value:.2f}"
+
+
+def markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] = COLUMNS) -> str:
+    """The rows as a Markdown table of ``columns`` (mAP with 2 decimals, seconds with 3, img/s with 1)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_text(r.get(c, ""), c) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``bench.csv`` (every column, full precision) and ``bench.md`` (:func:`markdown`) into
+    ``out_dir`` (created), each atomically (a temporary file, then ``os.replace``) -> their paths."""
+    if not rows:
+        raise ValueError("rows must hold at least one row of run()")
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    csv_path, md_path = folder / "bench.csv", folder / "bench.md"
+    write_atomic(csv_path, buffer.getvalue().encode("utf-8"))
+    write_atomic(md_path, markdown(rows).encode("utf-8"))
+    return csv_path, md_path
