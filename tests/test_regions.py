@@ -10,7 +10,7 @@ from retrievalkit import regions as R
 
 
 def cirtorch_rmac_loop(x, L=3, eps=1e-6):
-    """cirtorch's ``rmac`` (REFERENCE.md section 2) written as its per-region loop, one image at a time."""
+    """cirtorch's ``rmac`` (``cirtorch/layers/functional.py``) written as its per-region loop, one image at a time."""
     out = []
     for img in x:
         C, H, W = img.shape

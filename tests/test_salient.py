@@ -1,4 +1,4 @@
-"""Regional deep feature aggregation (Jeong et al., seed 004), tested by hand and against slow references."""
+"""Regional deep feature aggregation (Jeong et al., ICASSP 2017), tested by hand and against slow references."""
 import math
 
 import numpy as np
