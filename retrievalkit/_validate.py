@@ -35,6 +35,22 @@ def check_maps(x: Any, name: str = "x", nonnegative: bool = False) -> tuple[torc
     return (x.unsqueeze(0) if squeezed else x), squeezed
 
 
+def check_map_list(maps: Any, name: str = "maps", nonnegative: bool = False) -> list[torch.Tensor]:
+    """A non-empty list (or tuple) of ``(C, H, W)`` feature maps of any sizes, all with the same ``C``
+    (an ``(N, C, H, W)`` tensor is taken as its N maps), each checked as :func:`check_maps` does."""
+    if isinstance(maps, torch.Tensor) and maps.dim() == 4:
+        maps = list(maps)
+    if isinstance(maps, torch.Tensor) or not isinstance(maps, (list, tuple)) or len(maps) == 0:
+        raise ValueError(f"{name} must be a non-empty list of (C, H, W) feature maps, got {type(maps).__name__}")
+    out = []
+    for i, m in enumerate(maps):
+        check_float_tensor(m, f"{name}[{i}]", (3,), "(C, H, W)")
+        out.append(check_maps(m, f"{name}[{i}]", nonnegative)[0][0])
+    if len({m.shape[0] for m in out}) > 1:
+        raise ValueError(f"{name} must all have the same number of channels, got {sorted({m.shape[0] for m in out})}")
+    return out
+
+
 def unbatch(out: torch.Tensor, squeezed: bool) -> torch.Tensor:
     """Drop the batch axis added by :func:`check_maps`."""
     return out.squeeze(0) if squeezed else out
@@ -89,6 +105,14 @@ def check_rows(x: Any, name: str = "X") -> torch.Tensor | np.ndarray:
         raise ValueError(f"{name} must have at least one dimension per row, got shape {tuple(arr.shape)}")
     check_finite(arr, name)
     return arr
+
+
+def bounded_int(value: Any, largest: int, name: str, what: str) -> int:
+    """An integer in ``[1, largest]``; ``what`` says what ``largest`` is ("the database size")."""
+    v = positive_int(value, name)
+    if v > largest:
+        raise ValueError(f"{name} must be at most {what} ({largest}), got {v}")
+    return v
 
 
 def nonnegative_number(value: Any, name: str) -> float:

@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ._validate import check_finite, check_float_tensor, check_maps, positive_int, unbatch
+from ._batching import rows_by_shape
+from ._validate import check_finite, check_float_tensor, check_map_list, check_maps, positive_int, unbatch
 from .crow import crow_channel_weights
 from .normalization import l2n
 
-__all__ = ["class_activation_maps", "top_classes", "class_weighted", "aggregate_classes", "cam_boxes"]
+__all__ = ["class_activation_maps", "top_classes", "class_weighted", "aggregate_classes", "cam_boxes", "class_vectors"]
 
 def _class_indices(classes: Any, n_images: int, n_classes: int, device: torch.device) -> torch.Tensor:
     """``classes`` as a long tensor ``(n_images, n)`` of indices in ``[0, n_classes)``."""
@@ -212,24 +213,26 @@ def cam_boxes(
     return boxes
 
 
-def class_vectors(net: Any, maps: Sequence[torch.Tensor], n: int | None = None, classes: Any = None) -> torch.Tensor:
+def class_vectors(net: Any, maps: Sequence[torch.Tensor], n: int | None = None, classes: Any = None,
+                  batch_size: int = 64) -> torch.Tensor:
     """The class-weighted vectors (:func:`class_weighted`) of every image -> ``(N, n, C)``.
 
     ``maps``: one ``(C, H, W)`` feature map per image (any sizes); ``net`` gives the class scores
     ``net.logits(x)`` and the classifier's weights ``net.fc_weight`` (a ``models.Backbone``). Give
     ``n``: each image's own top ``n`` classes (offline aggregation), or ``classes``: ``(n,)``
     indices used for every image (online aggregation: the database described with a query's
-    classes). :func:`aggregate_classes` then sums them into one vector per image.
+    classes). Maps of one size go through together, ``batch_size`` at a time. :func:`aggregate_classes`
+    then sums them into one vector per image.
     """
     if (n is None) == (classes is None):
         raise ValueError(f"give exactly one of n and classes, got n={n!r}, classes={classes!r}")
-    if isinstance(maps, torch.Tensor) or len(maps) == 0:
-        raise ValueError("maps must be a non-empty list of (C, H, W) tensors")
+    maps = check_map_list(maps)
     W = net.fc_weight.detach()
-    out = []
+
+    def vectors(x: torch.Tensor) -> torch.Tensor:  # a batch of same-size maps -> (B, n * C)
+        c = top_classes(net.logits(x), n) if classes is None else classes
+        return class_weighted(x, class_activation_maps(x, W, c)).flatten(1)
+
     with torch.inference_mode():
-        for i, m in enumerate(maps):
-            x = check_float_tensor(m, f"maps[{i}]", (3,), "(C, H, W)")[None]
-            c = top_classes(net.logits(x), n) if classes is None else classes
-            out.append(class_weighted(x, class_activation_maps(x, W, c))[0])
-    return torch.stack(out)
+        out = rows_by_shape(maps, vectors, batch_size, "maps")
+    return out.view(len(maps), -1, maps[0].shape[0])

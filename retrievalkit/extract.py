@@ -58,11 +58,12 @@ from tqdm.auto import tqdm
 
 from ._atomic import write_atomic
 from ._batching import rows_by_shape
-from ._validate import positive_int, positive_number
-from .models import _resized_hw
+from ._validate import check_map_list, positive_int, positive_number
+from .models import resized_hw
 from .normalization import l2n
 
-__all__ = ["feature_maps", "descriptors", "dataset_descriptors", "dataset_maps", "pool_maps"]
+__all__ = ["feature_maps", "descriptors", "dataset_descriptors", "dataset_maps", "pool_maps", "pool_dataset_maps",
+           "decode", "forward_maps"]
 
 Pool = Callable[[torch.Tensor], torch.Tensor]
 Plan = list[tuple[tuple[int, int, int, int] | None, tuple[int, int]]]  # per image: integer crop or None, (h, w)
@@ -135,7 +136,7 @@ def _plan(images: list[str | Image.Image], boxes: list[list[float] | None], size
             crop = (x1, y1, x2, y2)
             h, w = y2 - y1, x2 - x1
         if size is not None:
-            h, w = _resized_hw(h, w, size * max(h, w) / max(H, W))
+            h, w = resized_hw(h, w, size * max(h, w) / max(H, W))
         plan.append((crop, (h, w)))
     return plan
 
@@ -202,7 +203,20 @@ def _batches(
             bar.update(len(idx))
 
 
-def _maps(model: nn.Module, x: torch.Tensor, layer: str = "last") -> torch.Tensor:
+def decode(
+    images: Sequence[str | os.PathLike | Image.Image], boxes: Sequence[Sequence[float] | None] | None = None,
+    size: float | None = None,
+) -> list[torch.Tensor]:
+    """Each image as the network receives it: uint8 ``(3, h, w)``, decoded, cropped to its box and
+    resized exactly as :func:`feature_maps` does (module docstring, step 1), one at a time in this
+    process (what a benchmark times as "decode")."""
+    images = _check_images(images)
+    size = None if size is None else positive_number(size, "size")
+    decoder = _Decoded(images, _plan(images, _check_boxes(boxes, len(images)), size))
+    return [decoder[i] for i in range(len(images))]
+
+
+def forward_maps(model: nn.Module, x: torch.Tensor, layer: str = "last") -> torch.Tensor:
     """``model.features`` (``layer="penultimate"``: ``model.multi_layer(x)[0]``) on a normalised
     batch: channels-last, bf16 autocast on CUDA only."""
     x = x.contiguous(memory_format=torch.channels_last)
@@ -240,7 +254,7 @@ def feature_maps(
     out: list[torch.Tensor] = [torch.empty(0)] * len(images)
     with torch.inference_mode():
         for idx, batch in _batches(images, size, boxes, batch_size, num_workers, dev, progress, "feature maps"):
-            maps = _maps(model, model.transform(batch), layer).cpu().contiguous()
+            maps = forward_maps(model, model.transform(batch), layer).cpu().contiguous()
             for j, i in enumerate(idx):
                 out[i] = maps[j]
     return out
@@ -259,7 +273,7 @@ def _multiscale(model: nn.Module, x: torch.Tensor, pool: Pool, scales: tuple[flo
         if math.floor(min(x.shape[-2:]) * s) < 1:
             raise ValueError(f"scales: scale {s} shrinks a {tuple(x.shape[-2:])} input to nothing")
         xs = x if s == 1 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
-        v = pool(_maps(model, xs))
+        v = pool(forward_maps(model, xs))
         if not isinstance(v, torch.Tensor) or v.dim() != 2 or v.shape[0] != x.shape[0]:
             raise ValueError(f"pool must map (N, K, H, W) maps to (N, D) descriptors, got {getattr(v, 'shape', type(v))}")
         v = l2n(v.float())
@@ -409,18 +423,24 @@ def dataset_descriptors(model: nn.Module, dataset: Any, pool: Pool, **kwargs: An
     """
     name = str(getattr(dataset, "name", "dataset"))
     X = descriptors(model, list(dataset.images), pool, key=f"{name}/database", **kwargs)
-    queries = list(dataset.queries)
-    if queries and all(isinstance(q, (int, np.integer)) and not isinstance(q, bool) for q in queries):
-        return X[torch.as_tensor(queries)], X
-    if queries and all(isinstance(q, (str, os.PathLike)) and Path(q).is_file() for q in queries):
-        gnd = getattr(dataset, "gnd", None) or [{}] * len(queries)
-        boxes = [g.get("bbx") for g in gnd]
-        query_images: list = queries
-    else:
-        boxes = None
-        query_images = [dataset.query_image(i) for i in range(len(queries))]
+    indices, query_images, boxes = _query_inputs(dataset)
+    if indices is not None:
+        return X[torch.as_tensor(indices)], X
     Q = descriptors(model, query_images, pool, boxes=boxes, key=f"{name}/queries", **kwargs)
     return Q, X
+
+
+def _query_inputs(dataset: Any) -> tuple[list[int] | None, list, list | None]:
+    """How a dataset's queries are described: ``(indices, [], None)`` when they are database images
+    (Holidays, UKBench), else ``(None, images, boxes)``: the full query images with their boxes
+    (the Oxford / revisited protocol) or, failing that, the crops ``dataset.query_image(i)``."""
+    queries = list(dataset.queries)
+    if queries and all(isinstance(q, (int, np.integer)) and not isinstance(q, bool) for q in queries):
+        return [int(q) for q in queries], [], None
+    if queries and all(isinstance(q, (str, os.PathLike)) and Path(q).is_file() for q in queries):
+        gnd = getattr(dataset, "gnd", None) or [{}] * len(queries)
+        return None, [str(q) for q in queries], [g.get("bbx") for g in gnd]
+    return None, [dataset.query_image(i) for i in range(len(queries))], None
 
 
 def pool_maps(maps: Sequence[torch.Tensor], pool: Pool, batch_size: int = 64) -> torch.Tensor:
@@ -429,14 +449,10 @@ def pool_maps(maps: Sequence[torch.Tensor], pool: Pool, batch_size: int = 64) ->
     Maps of one size are pooled together, ``batch_size`` at a time, so that trying several
     poolings on maps extracted once (:func:`dataset_maps`) costs no network pass.
     """
-    if isinstance(maps, torch.Tensor) or len(maps) == 0:
-        raise ValueError("maps must be a non-empty list of (K, h, w) tensors")
+    maps = check_map_list(maps)
     if not callable(pool):
         raise ValueError(f"pool must be a callable mapping (N, K, H, W) maps to (N, D), got {type(pool).__name__}")
     batch_size = positive_int(batch_size, "batch_size")
-    for i, m in enumerate(maps):
-        if not isinstance(m, torch.Tensor) or m.dim() != 3:
-            raise ValueError(f"maps[{i}] must be a (K, h, w) tensor, got {getattr(m, 'shape', type(m))}")
     with torch.inference_mode():
         return l2n(rows_by_shape([m.float() for m in maps], pool, batch_size, "pool").float())
 
@@ -450,30 +466,30 @@ def dataset_maps(
     **kwargs: Any,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """``(query_maps, database_maps)``: the feature maps of a dataset's queries (cropped to their
-    boxes with the query scale rule) and database images, as lists of ``(K, h, w)`` tensors.
+    boxes with the query scale rule; the database's own maps where the queries are database images,
+    as in Holidays and UKBench) and database images, as lists of ``(K, h, w)`` tensors.
 
     Cached as float16 in the module's cache (``cache``, module docstring), so the notebooks
     extract the mini benchmark once. ``layer`` and ``kwargs`` go to :func:`feature_maps`.
     """
     name = str(getattr(dataset, "name", "dataset"))
-    queries = [Path(q) for q in dataset.queries]
-    boxes = [g.get("bbx") for g in getattr(dataset, "gnd", None) or [{}] * len(queries)]
-    images = [Path(p) for p in dataset.images]
+    indices, queries, boxes = _query_inputs(dataset)
+    images = [str(p) for p in dataset.images]
     size = None if size is None else positive_number(size, "size")
     label = f"{_slug(name)}-{_slug(getattr(model, 'name', 'model'))}-maps"
-    path = _cache_path(cache, label, ["maps", name, _describe(model), repr(size), layer, repr(boxes),
-                                      *map(_file_key, queries + images)])
-    if path is not None:
-        if path.is_file():
-            stored = torch.load(path)
-            return [m.float() for m in stored["queries"]], [m.float() for m in stored["database"]]
-    qmaps = feature_maps(model, [str(q) for q in queries], size=size, boxes=boxes, layer=layer, **kwargs)
-    xmaps = feature_maps(model, [str(p) for p in images], size=size, layer=layer, **kwargs)
-    if path is None:
-        return qmaps, xmaps
-    stored = {"queries": [m.half() for m in qmaps], "database": [m.half() for m in xmaps]}
-    write_atomic(path, lambda f: torch.save(stored, f))
-    # the same (float16-rounded) values whether they come from the cache or not
+    path = _cache_path(cache, label, [
+        "maps", name, _describe(model), repr(size), layer, repr(indices), repr(boxes),
+        *(_describe(im) if isinstance(im, Image.Image) else _file_key(im) for im in queries + images)])
+    if path is not None and path.is_file():
+        stored = torch.load(path)
+    else:
+        xmaps = feature_maps(model, images, size=size, layer=layer, **kwargs)
+        qmaps = ([xmaps[i] for i in indices] if indices is not None else
+                 feature_maps(model, queries, size=size, boxes=boxes, layer=layer, **kwargs))
+        stored = {"queries": [m.half() for m in qmaps], "database": [m.half() for m in xmaps]}
+        if path is not None:
+            write_atomic(path, lambda f: torch.save(stored, f))
+    # float16-rounded values whether they come from the cache or not
     return [m.float() for m in stored["queries"]], [m.float() for m in stored["database"]]
 
 

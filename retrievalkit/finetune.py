@@ -38,7 +38,7 @@ from PIL import Image
 from . import evaluate, extract, losses, search
 from .datasets import mini
 from ._batching import rows_by_shape
-from ._validate import nonnegative_number, positive_int, positive_number
+from ._validate import check_map_list, nonnegative_number, positive_int, positive_number
 from .normalization import l2n
 from .pooling import GeM
 
@@ -87,7 +87,7 @@ def mini_training_set(
     """
     if not 1 <= held_out < n_objects:
         raise ValueError(f"held_out must be in [1, n_objects - 1] = [1, {n_objects - 1}], got {held_out}")
-    train = [i for i, s in enumerate(dataset.info["split"]) if s == "train"]
+    train = dataset.split("train")
     pictures, labels = mini.training_views(n_objects=n_objects, views=views, seed=seed)
     maps = extract.feature_maps(net, pictures, progress=False)
     fit = labels < n_objects - held_out
@@ -107,9 +107,7 @@ def mini_training_set(
 def embed(head: nn.Module, maps: Sequence[torch.Tensor], batch_size: int = 64) -> torch.Tensor:
     """``head`` on a list of ``(K, h, w)`` maps of any sizes -> ``(N, D)``; same-size maps are
     batched together. Keeps the autograd graph (call it under ``torch.no_grad()`` to evaluate)."""
-    if isinstance(maps, torch.Tensor) or len(maps) == 0:
-        raise ValueError("maps must be a non-empty list of (K, h, w) tensors")
-    return rows_by_shape([m.float() for m in maps], head, positive_int(batch_size, "batch_size"), "head")
+    return rows_by_shape([m.float() for m in check_map_list(maps)], head, positive_int(batch_size, "batch_size"), "head")
 
 
 def _labels(labels: Any, n: int) -> np.ndarray:

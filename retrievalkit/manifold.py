@@ -17,7 +17,7 @@ import scipy.sparse as sp
 import torch
 from scipy.spatial.distance import cdist
 
-from ._validate import check_rows, positive_int, positive_number
+from ._validate import bounded_int, check_rows, positive_number
 
 __all__ = ["knn_preservation", "mutual_knn_graph"]
 
@@ -26,13 +26,6 @@ def _check_points(x: Any, name: str) -> np.ndarray:
     """Rows ``(n, D)`` of finite floats (:func:`check_rows`) as float64 numpy."""
     x = check_rows(x, name)
     return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
-
-
-def _check_k(k: Any, largest: int, what: str) -> int:
-    k = positive_int(k, "k")
-    if k > largest:
-        raise ValueError(f"k must be at most {what} ({largest}), got {k}")
-    return k
 
 
 def _nearest_others(Z: np.ndarray, k: int) -> np.ndarray:
@@ -55,7 +48,7 @@ def knn_preservation(X: Any, Y: Any, k: int) -> float:
     Xa, Ya = _check_points(X, "X"), _check_points(Y, "Y")
     if Ya.shape[0] != Xa.shape[0]:
         raise ValueError(f"Y must have one row per row of X ({Xa.shape[0]}), got {Ya.shape[0]}")
-    k = _check_k(k, Xa.shape[0] - 1, "the number of points minus one")
+    k = bounded_int(k, Xa.shape[0] - 1, "k", "the number of points minus one")
     n = Xa.shape[0]
     in_x = np.zeros((n, n), dtype=bool)
     np.put_along_axis(in_x, _nearest_others(Xa, k), True, axis=1)
@@ -77,7 +70,7 @@ def mutual_knn_graph(X: Any, k: int, gamma: float = 3.0) -> sp.csr_matrix:
     """
     Xf = np.ascontiguousarray(_check_points(X, "X"), dtype=np.float32)
     n = Xf.shape[0]
-    k = _check_k(k, n, "the number of rows of X")
+    k = bounded_int(k, n, "k", "the number of rows of X")
     gamma = positive_number(gamma, "gamma")
     index = faiss.IndexFlatIP(Xf.shape[1])
     index.add(Xf)

@@ -53,7 +53,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from ._validate import positive_number
 
-__all__ = ["BACKBONES", "EGYPTIAN_CAT", "IMAGENET_MEAN", "IMAGENET_STD", "Backbone", "backbone", "resize_longest"]
+__all__ = ["BACKBONES", "EGYPTIAN_CAT", "IMAGENET_MEAN", "IMAGENET_STD", "Backbone", "backbone", "resize_longest",
+           "resized_hw"]
 
 BACKBONES = ("efficientnet_lite0", "resnet50", "vgg16")
 EGYPTIAN_CAT = 285  # ImageNet class of skimage.data.chelsea()
@@ -61,7 +62,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _resized_hw(height: int, width: int, size: float) -> tuple[int, int]:
+def resized_hw(height: int, width: int, size: float) -> tuple[int, int]:
     """``(h, w)`` with the longest side ``round(size)`` and the aspect ratio kept (each side >= 1)."""
     scale = size / max(height, width)
     return max(1, round(height * scale)), max(1, round(width * scale))
@@ -77,11 +78,11 @@ def resize_longest(image: Image.Image | torch.Tensor, size: float) -> Image.Imag
     """
     size = positive_number(size, "size")
     if isinstance(image, Image.Image):
-        h, w = _resized_hw(image.height, image.width, size)
+        h, w = resized_hw(image.height, image.width, size)
         return image if (h, w) == (image.height, image.width) else image.resize((w, h), Image.BILINEAR)
     if not isinstance(image, torch.Tensor) or image.dim() < 2 or image.numel() == 0:
         raise ValueError(f"image must be a PIL image or a non-empty tensor (..., H, W), got {getattr(image, 'shape', type(image))}")
-    h, w = _resized_hw(image.shape[-2], image.shape[-1], size)
+    h, w = resized_hw(image.shape[-2], image.shape[-1], size)
     if (h, w) == tuple(image.shape[-2:]):
         return image
     return TF.resize(image, [h, w], interpolation=InterpolationMode.BILINEAR, antialias=True)

@@ -29,7 +29,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError
 
-from ._validate import check_rows, nonnegative_number, positive_int, positive_number
+from ._validate import bounded_int, check_rows, nonnegative_number, positive_int, positive_number
 from .manifold import mutual_knn_graph
 from .normalization import l2n
 
@@ -79,13 +79,6 @@ def _query_and_database(Q: Any, X: Any) -> tuple[torch.Tensor, torch.Tensor, boo
 def _back(out: torch.Tensor, is_torch: bool, single: bool = False) -> torch.Tensor | np.ndarray:
     out = out[0] if single else out
     return out if is_torch else out.numpy()
-
-
-def _neighbours(k: Any, n: int, name: str = "k", what: str = "the database size") -> int:
-    k = positive_int(k, name)
-    if k > n:
-        raise ValueError(f"{name} must be at most {what} ({n}), got {k}")
-    return k
 
 
 def _float64(x: torch.Tensor) -> np.ndarray:
@@ -284,7 +277,7 @@ def alpha_query_expansion(Q: Any, X: Any, k: int, alpha: float) -> torch.Tensor 
     """
     alpha = nonnegative_number(alpha, "alpha")
     Qt, Xt, single, is_torch = _query_and_database(Q, X)
-    k = _neighbours(k, Xt.shape[0])
+    k = bounded_int(k, Xt.shape[0], "k", "the database size")
     return _back(_expand(Qt, Xt, Qt @ Xt.T, k, alpha), is_torch, single)
 
 
@@ -297,7 +290,7 @@ def database_augmentation(X: Any, k: int, alpha: float = 0.0) -> torch.Tensor | 
     """
     alpha = nonnegative_number(alpha, "alpha")
     (Xt,), is_torch = _as_tensors([X], ["X"])
-    k = _neighbours(k, Xt.shape[0] - 1, what="the database size minus one (itself excluded)")
+    k = bounded_int(k, Xt.shape[0] - 1, "k", "the database size minus one (itself excluded)")
     S = Xt @ Xt.T
     S.fill_diagonal_(-math.inf)
     return _back(_expand(Xt, Xt, S, k, alpha), is_torch)
@@ -335,8 +328,8 @@ def diffusion_rerank(
     """
     Qt, Xt, single, is_torch = _query_and_database(Q, X)
     n = Xt.shape[0]
-    k = _neighbours(k, n)
-    kq = _neighbours(kq, n, "kq")
+    k = bounded_int(k, n, "k", "the database size")
+    kq = bounded_int(kq, n, "kq", "the database size")
     alpha = positive_number(alpha, "alpha")
     if alpha >= 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
@@ -415,7 +408,7 @@ def region_rerank(
                          f"{R.dtype} {R.shape}")
     if Qr[0].shape[1] != Xr[0].shape[1]:
         raise ValueError(f"query_regions and database_regions must have the same dimension, got {Qr[0].shape[1]} and {Xr[0].shape[1]}")
-    k = _neighbours(k, len(Xr))
+    k = bounded_int(k, len(Xr), "k", "the database size")
     T = torch.cat(Xr).double()
     sizes = torch.tensor([len(x) for x in Xr])
     out = R.copy()
@@ -466,7 +459,7 @@ def principal_feature_analysis(X: Any, n: int, seed: int = 0, *, q: int | None =
     N, D = Xt.shape
     if N < 2:
         raise ValueError(f"X must have at least 2 rows, got shape {tuple(Xt.shape)}")
-    n = _neighbours(n, D, "n", "the number of features D")
+    n = bounded_int(n, D, "n", "the number of features D")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     pca = PCA(svd_solver="full").fit(_float64(Xt))
@@ -474,7 +467,7 @@ def principal_feature_analysis(X: Any, n: int, seed: int = 0, *, q: int | None =
     rank = int((sv > sv[0] * max(N, D) * np.finfo(np.float64).eps).sum()) if sv[0] > 0 else 0
     if rank == 0:
         raise ValueError("X must not be constant: every row is the same, no principal axes")
-    q = min(n, rank) if q is None else _neighbours(q, rank, "q", "the rank of X's covariance")
+    q = min(n, rank) if q is None else bounded_int(q, rank, "q", "the rank of X's covariance")
     A = pca.components_[:q].T
     km = KMeans(n_clusters=n, n_init="auto", random_state=int(seed)).fit(A)
     dist = np.linalg.norm(A - km.cluster_centers_[km.labels_], axis=1)

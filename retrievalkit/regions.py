@@ -11,11 +11,11 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ._validate import check_maps, positive_int, unbatch
+from ._validate import check_map_list, check_maps, positive_int, unbatch
 from .normalization import l2n
 from .pooling import mac
 
-__all__ = ["rmac_regions", "regional_pool", "regional_mac", "rmac", "os_rmac", "os_rmac_windows", "patch_boxes", "draw_regions"]
+__all__ = ["rmac_regions", "regional_pool", "regional_mac", "regional_vectors", "rmac", "os_rmac", "os_rmac_windows", "patch_boxes", "draw_regions"]
 
 Pool = Callable[[torch.Tensor], torch.Tensor]
 _OVERLAP = 0.4  # desired overlap of neighbouring regions (Tolias et al.)
@@ -235,9 +235,12 @@ def regional_vectors(maps: Sequence[torch.Tensor], L: int = 3) -> list[torch.Ten
     for each region ``R`` of :func:`rmac_regions`, of every ``(C, H, W)`` map (any sizes) -> one
     ``(R_i, C)`` tensor per map: the region sets of ``postprocess.region_rerank``, or the rows a
     regional whitening is learnt on (Tolias et al., ICLR 2016)."""
-    if isinstance(maps, torch.Tensor) or len(maps) == 0:
-        raise ValueError("maps must be a non-empty list of (C, H, W) tensors")
-    for i, m in enumerate(maps):
-        if not isinstance(m, torch.Tensor) or m.dim() != 3:
-            raise ValueError(f"maps[{i}] must be a (C, H, W) tensor, got {getattr(m, 'shape', type(m))}")
-    return [l2n(regional_mac(m.float(), L), -1) for m in maps]
+    maps = check_map_list(maps)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, m in enumerate(maps):  # maps of one size share the region grid: one batch each
+        groups.setdefault(tuple(m.shape), []).append(i)
+    out: list[torch.Tensor] = [torch.empty(0)] * len(maps)
+    for members in groups.values():
+        for i, v in zip(members, l2n(regional_mac(torch.stack([maps[i].float() for i in members]), L))):
+            out[i] = v
+    return out

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validate import check_finite, check_maps, check_rows, positive_int, positive_number
+from ._validate import check_finite, check_map_list, check_maps, check_rows, positive_int, positive_number
 from .crow import crow_channel_weights, crow_spatial_weights
 from .normalization import l2n
 from .postprocess import best_per_image
@@ -409,17 +409,6 @@ def query_expansion(query: Any, database: Sequence[Any], n: int = 10) -> Any:
 
 # --------------------------------------------------------------------------- the whole method
 
-def _map_list(maps: Any) -> list[torch.Tensor]:
-    if isinstance(maps, torch.Tensor) and maps.dim() == 4:
-        maps = list(maps)
-    if isinstance(maps, torch.Tensor) or not isinstance(maps, Sequence) or len(maps) == 0:
-        raise ValueError(f"maps must be a non-empty list of (C, H, W) feature maps or an (N, C, H, W) tensor, got {type(maps).__name__}")
-    out = [_map(x, f"maps[{i}]") for i, x in enumerate(maps)]
-    if len({x.shape[0] for x in out}) > 1:
-        raise ValueError(f"maps must all have the same number of channels, got {sorted({x.shape[0] for x in out})}")
-    return out
-
-
 class RegionalAggregation:
     """The method of Jeong et al. end to end: feature maps -> ``M`` whitened region descriptors per image.
 
@@ -455,7 +444,7 @@ class RegionalAggregation:
     def fit(self, maps: Any) -> RegionalAggregation:
         from sklearn.decomposition import PCA
 
-        maps = _map_list(maps)
+        maps = check_map_list(maps, nonnegative=True)
         regions = [self.regions(x) for x in maps]
         f1 = torch.cat([first_order(x, r, eps=self.eps) for x, r in zip(maps, regions)]).detach().cpu().double().numpy()
         if self.reduced_dim > min(f1.shape):
@@ -478,7 +467,7 @@ class RegionalAggregation:
             raise NotFittedError("This RegionalAggregation is not fitted yet: call fit(maps) first")
         if not isinstance(whole_image, bool):
             raise ValueError(f"whole_image must be True or False, got {whole_image!r}")
-        maps = _map_list(maps)
+        maps = check_map_list(maps, nonnegative=True)
         if maps[0].shape[0] != self.U1_.shape[0]:
             raise ValueError(f"maps must have the {self.U1_.shape[0]} channels seen by fit, got {maps[0].shape[0]}")
         out = []

@@ -310,7 +310,7 @@ def test_class_vectors_top_classes_and_given_classes():
     ([torch.rand(4, 3, 3)], {}, "n and classes"),
     ([torch.rand(4, 3, 3)], {"n": 1, "classes": [0]}, "n and classes"),
     ([], {"n": 1}, "maps"),
-    (torch.rand(2, 4, 3, 3), {"n": 1}, "maps"),
+    (torch.rand(4, 3), {"n": 1}, "maps"),
     ([torch.rand(1, 4, 3, 3)], {"n": 1}, r"maps\[0\]"),
 ])
 def test_class_vectors_rejects_bad_input(maps, kwargs, name):

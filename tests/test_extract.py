@@ -323,19 +323,29 @@ def test_dataset_maps_are_cached_and_match_a_fresh_extraction(tmp_path, monkeypa
     monkeypatch.setattr(extract, "feature_maps", fail)
     q2, x2 = extract.dataset_maps(net, ds, cache=tmp_path / "maps")
     torch.testing.assert_close(x2[1], x[1])
+    monkeypatch.undo()
+    # queries that are database images (Holidays, UKBench): their maps are the database's
+    held = SimpleNamespace(name="held", queries=[1], gnd=[{"ok": [0]}], images=paths[1:])
+    q3, x3 = extract.dataset_maps(net, held, cache=None, num_workers=0, progress=False)
+    assert len(q3) == 1 and torch.equal(q3[0], x3[1])
 
 
-def test_rewritten_image_misses_the_cache(tmp_path):
+def test_rewritten_image_misses_the_cache(tmp_path, photos):
     import os
-
-    from retrievalkit.extract import _file_key
+    import shutil
 
     p = tmp_path / "a.jpg"
-    p.write_bytes(b"one")
-    before = _file_key(p)
-    p.write_bytes(b"other content")
+    shutil.copy(photos[0], p)
+    toy = Toy()
+    kw = dict(cache=tmp_path / "cache", key="k", num_workers=0, progress=False)
+    first = E.descriptors(toy, [p], P.mac, **kw)
+    E.descriptors(toy, [p], P.mac, **kw)
+    assert len(toy.calls) == 1  # the second call was read from the cache
+    shutil.copy(photos[1], p)  # another photo under the same name
     os.utime(p, ns=(1, 2))
-    assert _file_key(p) != before
+    second = E.descriptors(toy, [p], P.mac, **kw)
+    assert len(toy.calls) == 2 and not torch.equal(first, second)
+    torch.testing.assert_close(second, E.descriptors(toy, [photos[1]], P.mac, cache=None, num_workers=0, progress=False))
 
 
 def test_pool_dataset_maps_pools_queries_and_database_alike():
@@ -346,3 +356,14 @@ def test_pool_dataset_maps_pools_queries_and_database_alike():
     for got, maps in ((Q, Qm), (X, Xm)):
         expected = np.array([m.numpy().max(axis=(1, 2)) for m in maps])
         np.testing.assert_allclose(got.numpy(), expected / np.linalg.norm(expected, axis=1, keepdims=True), rtol=1e-6)
+
+
+def test_decode_gives_what_the_network_receives(photos):
+    # the public decode step equals the extraction's own: the maps of decode's output are feature_maps'
+    net = Toy()
+    decoded = E.decode(photos[:2], boxes=[[2, 3, 40, 30], None], size=48)
+    maps = E.feature_maps(net, photos[:2], size=48, boxes=[[2, 3, 40, 30], None], num_workers=0, progress=False)
+    # the 38 x 27 crop keeps its scale in the 192 x 128 photo resized to 48: x 1/4 -> 10 x 7 (rounded)
+    assert [tuple(d.shape) for d in decoded] == [(3, 7, 10), (3, 32, 48)] and decoded[0].dtype == torch.uint8
+    for d, m in zip(decoded, maps):
+        torch.testing.assert_close(E.forward_maps(net, net.transform(d[None]))[0], m)

@@ -245,7 +245,7 @@ def test_regional_vectors_are_unit_region_maxima_of_each_map():
         np.testing.assert_allclose(v.numpy(), expected / np.linalg.norm(expected, axis=1, keepdims=True), rtol=1e-6)
 
 
-@pytest.mark.parametrize("maps, name", [([], "maps"), (torch.rand(2, 3, 4, 4), "maps"), ([torch.rand(3, 4)], r"maps\[0\]")])
+@pytest.mark.parametrize("maps, name", [([], "maps"), (torch.rand(3, 4), "maps"), ([torch.rand(3, 4, 4), torch.rand(2, 4, 4)], "maps must all have the same number of channels"), ([torch.rand(3, 4)], r"maps\[0\]")])
 def test_regional_vectors_rejects_bad_input(maps, name):
     with pytest.raises(ValueError, match=f"^{name}"):
         R.regional_vectors(maps)

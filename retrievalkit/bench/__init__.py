@@ -125,14 +125,13 @@ def timed_pass(net: models.Backbone, ds: datasets.Dataset, size: float | None, n
     if n is not None and n < len(images):
         pick = [round(i * (len(images) - 1) / max(n - 1, 1)) for i in range(n)]
         images, boxes = [images[i] for i in pick], [boxes[i] for i in pick]
-    decoder = extract._Decoded(images, extract._plan(images, boxes, size))
     start = time.perf_counter()
-    decoded = [decoder[i] for i in range(len(decoder))]
+    decoded = extract.decode(images, boxes, size)
     decode = time.perf_counter() - start
     device = next(net.parameters()).device
 
     def forward(batch: torch.Tensor) -> torch.Tensor:  # the maps' mean keeps the batch's work from being skipped
-        return extract._maps(net, net.transform(batch.to(device))).mean(dim=(1, 2, 3))[:, None]
+        return extract.forward_maps(net, net.transform(batch.to(device))).mean(dim=(1, 2, 3))[:, None]
 
     with torch.inference_mode():
         forward(decoded[0][None])  # warm-up (first-call allocations, CUDA context), not timed

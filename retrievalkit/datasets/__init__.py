@@ -9,7 +9,8 @@ extension), ``qimlist`` (query image names) and ``gnd``, one dict per query: the
 - :mod:`.loading`: :func:`load` and the :class:`Dataset` it returns;
 - :mod:`.groundtruth`: each benchmark's own ground-truth files, read into that form;
 - :mod:`.download`: the official hosts, resumable checksummed downloads, safe extraction;
-- :mod:`.mini`: the offline mini benchmark, built from freely licensed photos.
+- :mod:`.mini`: the offline mini benchmark, built from freely licensed photos (its views drawn by
+  :mod:`.drawing`).
 
 ``load(name, download=True)`` fetches the original files, unpacks them and writes
 ``gnd_<name>.pkl`` from each dataset's own ground truth; the archives are deleted once unpacked

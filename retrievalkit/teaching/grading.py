@@ -75,7 +75,7 @@ from jupyter_client.kernelspec import KernelSpec
 import retrievalkit
 
 from . import checks
-from .kernels import Limits, _fork_server, _kernel_spec, _Outcome, _Session
+from .kernels import Limits, Outcome, Session, fork_server, kernel_spec
 
 __all__ = ["Limits", "Exercise", "TaskGrade", "Graded", "load_exercises", "find_submissions", "grade"]
 
@@ -208,7 +208,7 @@ def _answer(stdout: str, nonce: str):
     return answer if isinstance(answer, dict) else None
 
 
-def _fault(outcome: _Outcome, what: str, limits: Limits) -> str:
+def _fault(outcome: Outcome, what: str, limits: Limits) -> str:
     if outcome.kind == "timeout" and outcome.cut:
         return f"{what} was stopped: the submission's time limit ({limits.submission_timeout:g} s) was used up"
     if outcome.kind == "timeout":
@@ -229,7 +229,7 @@ def _reference_note(text: str) -> str | None:
 
 
 
-def _judged(task: str, points: float, out: _Outcome, nonce: str, seed: int, limits: Limits) -> TaskGrade:
+def _judged(task: str, points: float, out: Outcome, nonce: str, seed: int, limits: Limits) -> TaskGrade:
     """The grade of ``task`` from its probe cell's outcome, scored by :func:`checks.judge`."""
     tg = TaskGrade(task, points)
     name = checks.TASKS[task].name
@@ -259,7 +259,7 @@ class _Kernel:
     """The kernel of one submission's session, brought back after a crash: a fresh kernel re-runs
     the imports (cell 0) and the solution cells that ran (raising or not)."""
 
-    def __init__(self, session: _Session, present: list[str], limits: Limits):
+    def __init__(self, session: Session, present: list[str], limits: Limits):
         self.session, self.present, self.limits = session, present, limits  # present: grade ids of cells 1, 2, ...
         self.ran: list[int] = []  # solution cells to replay in a fresh kernel
 
@@ -290,7 +290,7 @@ class _Kernel:
                     break
         return None, notes
 
-    async def run(self, index: int, replay: bool = False) -> _Outcome:
+    async def run(self, index: int, replay: bool = False) -> Outcome:
         """Run cell ``index``; with ``replay``, a fresh kernel re-runs it if it ran (raising or not)."""
         out = await self.session.run(index)
         if replay and out.kind in ("ok", "error"):
@@ -333,7 +333,7 @@ async def _grade(ex: Exercise, nb, limits: Limits, context, spec: KernelSpec, tm
     nonces = {t: secrets.token_hex(16) for t in ex.tasks}
     cells = [ex.preamble] + [sources[g] for g in present] + [_probe_cell(t, nonces[t], seed) for t in ex.tasks]
     caps = [limits.output_bytes] * (1 + len(present)) + [limits.probe_bytes] * len(ex.tasks)
-    kernel = _Kernel(_Session(cells, caps, limits, context, spec, tmp / "work", tmp / "conn"), present, limits)
+    kernel = _Kernel(Session(cells, caps, limits, context, spec, tmp / "work", tmp / "conn"), present, limits)
     try:
         notes = await _run_solutions(kernel)
         grades = []
@@ -392,8 +392,8 @@ async def _grade_all(found: list[tuple[str, Path]], seeds: list[int], root: Path
     context.setsockopt(zmq.MAXMSGSIZE, limits.probe_bytes + (1 << 20))
     gate = asyncio.Semaphore(max(1, min(jobs, len(found))))
     try:
-        async with _fork_server(limits) as zygote:
-            spec_for = functools.partial(_kernel_spec, limits, forbidden=forbidden, zygote=zygote)
+        async with fork_server(limits) as zygote:
+            spec_for = functools.partial(kernel_spec, limits, forbidden=forbidden, zygote=zygote)
             return await asyncio.gather(*[
                 _grade_submission(student, rel, root, exercises, limits, context, spec_for, s, gate)
                 for (student, rel), s in zip(found, seeds)])

@@ -7,10 +7,12 @@ about 0.4 s instead of the seconds a fresh interpreter takes: a kernel provision
 zygote for the fork (registered with jupyter_client when a batch starts, not on import);
 elsewhere each kernel is a fresh interpreter.
 
-A :class:`_Session` runs the cells of one submission in its kernel. A cell runs within
-``Limits.cell_timeout`` and what is left of ``Limits.submission_timeout``; past either, or when
-the kernel dies (``os._exit``, a segfault, memory) or its replies cannot be read (say,
-``json.dumps`` patched), the kernel is killed and :meth:`_Session.start` begins a fresh one.
+The grader uses :func:`fork_server` (one per batch), :func:`kernel_spec` (one per submission) and
+a :class:`Session`, which runs the cells of one submission in its kernel and says how each ended
+(an :class:`Outcome`). A cell runs within ``Limits.cell_timeout`` and what is left of
+``Limits.submission_timeout``; past either, or when the kernel dies (``os._exit``, a segfault,
+memory) or its replies cannot be read (say, ``json.dumps`` patched), the kernel is killed and
+:meth:`Session.start` begins a fresh one.
 Each cell keeps at most its cap of output (a print flood cannot fill the grader's memory), and
 the shared zmq context caps the size of a message read from a kernel.
 """
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint
 from pathlib import Path
@@ -40,6 +43,8 @@ from jupyter_client.provisioning import KernelProvisionerFactory, LocalProvision
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from traitlets import Unicode
+
+__all__ = ["Limits", "Outcome", "Session", "fork_server", "kernel_spec"]
 
 _SANDBOX = Path(__file__).resolve().with_name("sandbox.py")
 _KERNEL = "retrievalkit-grading"
@@ -106,9 +111,9 @@ _ZYGOTES: dict[str, _Zygote] = {}
 
 
 @contextlib.asynccontextmanager
-async def _fork_server(limits: Limits):
+async def fork_server(limits: Limits) -> AsyncIterator[str | None]:
     """A started zygote for the kernels of one batch (its start is not charged to a submission);
-    yields its key for :func:`_kernel_spec`, or ``None`` where kernels are spawned afresh."""
+    yields its key for :func:`kernel_spec`, or ``None`` where kernels are spawned afresh."""
     if not _FORK:
         yield None
         return
@@ -123,7 +128,9 @@ async def _fork_server(limits: Limits):
             await _ZYGOTES.pop(key).close()
 
 
-def _kernel_spec(limits: Limits, workdir: Path, forbidden: list[Path], zygote: str | None) -> KernelSpec:
+def kernel_spec(limits: Limits, workdir: Path, forbidden: list[Path], zygote: str | None) -> KernelSpec:
+    """The sandbox kernel of one submission: its limits, working folder and the paths it may not
+    read; forked from ``zygote`` (a key from :func:`fork_server`) unless that is ``None``."""
     config = {"memory": limits.memory, "file_size": limits.file_size,
               "cpu_seconds": math.ceil(limits.submission_timeout) + 10,
               "workdir": str(workdir), "forbidden": [str(p) for p in forbidden]}
@@ -229,7 +236,9 @@ class _Client(NotebookClient):
 
 
 @dataclass
-class _Outcome:
+class Outcome:
+    """How one cell ended; ``ename`` and ``evalue`` name an error (or why replies were unreadable)."""
+
     kind: str  # "ok", "error", "timeout", "died", "broken" (its messages could not be read)
     ename: str = ""
     evalue: str = ""
@@ -238,7 +247,7 @@ class _Outcome:
     cut: bool = False  # stopped by the submission's time limit rather than the cell's
 
 
-class _Session:
+class Session:
     """Runs cells of one submission; a timeout or a dead kernel leaves no kernel, and
     :meth:`start` begins a fresh one."""
 
@@ -285,28 +294,28 @@ class _Session:
             if client.km is not None:
                 await client.km.cleanup_resources()
 
-    async def run(self, index: int) -> _Outcome:
+    async def run(self, index: int) -> Outcome:
         """Run cell ``index`` within the cell's and the submission's time limits."""
         self.timeout = min(self.limits.cell_timeout, self.remaining())
         cut = self.timeout < self.limits.cell_timeout
         if self.timeout <= 0:  # nbclient reads a zero timeout as none
             await self.stop()
-            return _Outcome("timeout", limit=0.0, cut=True)
+            return Outcome("timeout", limit=0.0, cut=True)
         cell = self.nb.cells[index]
         try:
             await self.client.async_execute_cell(cell, index)
         except CellTimeoutError:
             await self.stop()
-            return _Outcome("timeout", limit=self.timeout, cut=cut)
+            return Outcome("timeout", limit=self.timeout, cut=cut)
         except DeadKernelError:
             await self.stop()
-            return _Outcome("died")
+            return Outcome("died")
         except Exception as exc:  # e.g. a notebook that patched json.dumps: the kernel's messages are garbage
             await self.stop()
-            return _Outcome("broken", type(exc).__name__)
+            return Outcome("broken", type(exc).__name__)
         stdout = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stdout")
         error = next((o for o in cell.outputs if o.output_type == "error"), None)
         if error is not None:
-            return _Outcome("error", error.ename, error.evalue, stdout)
-        return _Outcome("ok", stdout=stdout)
+            return Outcome("error", error.ename, error.evalue, stdout)
+        return Outcome("ok", stdout=stdout)
 

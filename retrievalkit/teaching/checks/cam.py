@@ -9,7 +9,7 @@ import torch
 from ...cam import class_activation_maps, class_weighted
 from ...crow import crow_channel_weights
 from ...normalization import l2n
-from .core import Case, Mistake, Task, _sparse_maps, run_check
+from .core import Case, Mistake, Task, run_check, sparse_maps
 
 
 # ---------------------------------------------------------------- class activation maps
@@ -18,7 +18,7 @@ def _cam_cases(rng: np.random.Generator) -> list[Case]:
         return torch.tensor(rng.standard_normal((n, K)), dtype=torch.float32)
 
     def positive_maps(*shape: int) -> torch.Tensor:  # > 0: no CAM has a maximum of exactly 0 (0/0 in the peer)
-        return _sparse_maps(rng, *shape) + 0.05
+        return sparse_maps(rng, *shape) + 0.05
 
     negative = fc_weights(10, 6)
     negative[4] = -negative[4].abs()  # class 4: every value of its CAM is negative (the maps are > 0)
@@ -61,9 +61,9 @@ def _weighted_cases(rng: np.random.Generator) -> list[Case]:
         c = np.maximum(rng.standard_normal((x.shape[0], *x.shape[2:])) + 0.3, 0)
         return torch.tensor(c / c.max(axis=(1, 2), keepdims=True), dtype=torch.float32)
 
-    batch, dead = _sparse_maps(rng, 2, 6, 5, 7), _sparse_maps(rng, 1, 5, 6, 6)
+    batch, dead = sparse_maps(rng, 2, 6, 5, 7), sparse_maps(rng, 1, 5, 6, 6)
     dead[0, 1] = 0
-    one = _sparse_maps(rng, 1, 7, 4, 8)
+    one = sparse_maps(rng, 1, 7, 4, 8)
     return [
         Case("batch", "d_k = w_k sum_ij x_kij cam_ij with w the CroW channel weights of x, then d / ||d||, shape (N, C)",
              (batch, cams(batch))),

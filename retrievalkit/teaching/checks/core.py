@@ -67,21 +67,21 @@ class Task:
 
 
 # ---------------------------------------------------------------- inputs shared by several notebooks
-def _maps(rng: np.random.Generator, *shape: int, negative: bool = False) -> torch.Tensor:
+def random_maps(rng: np.random.Generator, *shape: int, negative: bool = False) -> torch.Tensor:
     """Feature maps: uniform in [0.05, 1.05), or standard normal with ``negative``."""
     x = rng.standard_normal(shape) if negative else rng.random(shape) + 0.05
     return torch.tensor(x, dtype=torch.float32)
 
 
-def _sparse_maps(rng: np.random.Generator, N: int, C: int, H: int, W: int) -> torch.Tensor:
+def sparse_maps(rng: np.random.Generator, N: int, C: int, H: int, W: int) -> torch.Tensor:
     """Post-ReLU maps with exact zeros, each channel of each image with its own sparsity."""
     shift = rng.uniform(-0.5, 1.0, size=(N, C, 1, 1))
     return torch.tensor(np.maximum(rng.standard_normal((N, C, H, W)) - shift, 0), dtype=torch.float32)
 
 
-
 # ---------------------------------------------------------------- probe and judge
-def _to_numpy(value: Any) -> np.ndarray:
+def to_numpy(value: Any) -> np.ndarray:
+    """``value`` (a tensor, an array, nested lists or a number) as a float64 NumPy array."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().to(torch.float64).numpy()
     return np.asarray(value, dtype=np.float64)
@@ -106,7 +106,7 @@ def probe(task: str, fn: Callable[..., Any], seed: int) -> list[Any]:
     out: list[Any] = []
     for case in _check_task(task).cases(np.random.default_rng(seed)):
         try:
-            value = _to_numpy(fn(*case.args, **case.kwargs))
+            value = to_numpy(fn(*case.args, **case.kwargs))
             out.append({"shape": list(value.shape), "values": value.ravel().tolist()})
         except NotImplementedError:
             raise
@@ -123,7 +123,7 @@ def _mistake_output(t: Task, m: Mistake, case: Case) -> np.ndarray | None:
     """A mistake's output on the case, compared form; None where the mistake cannot apply to
     these inputs (it raises, e.g. a weight column of the wrong length)."""
     try:
-        return _canonical(t, _to_numpy(m.compute(*case.args, **case.kwargs)))
+        return _canonical(t, to_numpy(m.compute(*case.args, **case.kwargs)))
     except Exception:
         return None
 
@@ -155,7 +155,7 @@ def judge(task: str, seed: int, outputs: list[Any]) -> list[Result]:
     failing: list[tuple[int, np.ndarray, np.ndarray, list[int]]] = []  # case index, value, expected, matching mistakes
     with np.errstate(all="ignore"):
         for i, (case, got) in enumerate(zip(cases, outputs)):
-            expected = _canonical(t, _to_numpy(t.reference(*case.args, **case.kwargs)))
+            expected = _canonical(t, to_numpy(t.reference(*case.args, **case.kwargs)))
             if not isinstance(got, dict) or "error" in got or "values" not in got:
                 err = got.get("error", "no answer") if isinstance(got, dict) else "no answer"
                 results.append(Result(case.label, False, f"{case.expectation}; yours raised {err}"))

@@ -8,19 +8,19 @@ import numpy as np
 import torch
 
 from ...crow import crow_channel_weights, crow_spatial_weights
-from .core import Case, Mistake, Task, _sparse_maps, run_check
+from .core import Case, Mistake, Task, run_check, sparse_maps
 
 
 # ---------------------------------------------------------------- spatial weights
 def _spatial_cases(rng: np.random.Generator) -> list[Case]:
-    zero = _sparse_maps(rng, 2, 3, 4, 6)
+    zero = sparse_maps(rng, 2, 3, 4, 6)
     zero[1] = 0
     return [
         Case("a = b = 2", "S = sum of the channels, S' = (S / ||S||_a)^(1/b) per image, shape (N, H, W)",
-             (_sparse_maps(rng, 2, 5, 6, 8),)),
-        Case("a = 3, b = 0.5", "||S||_a = (sum_ij S_ij^a)^(1/a); the root 1/b comes last", (_sparse_maps(rng, 1, 4, 5, 9),),
+             (sparse_maps(rng, 2, 5, 6, 8),)),
+        Case("a = 3, b = 0.5", "||S||_a = (sum_ij S_ij^a)^(1/a); the root 1/b comes last", (sparse_maps(rng, 1, 4, 5, 9),),
              {"a": 3.0, "b": 0.5}),
-        Case("b = 1", "with b = 1 the weights of each image have unit a-norm", (_sparse_maps(rng, 3, 4, 7, 5),), {"a": 2.0, "b": 1.0}),
+        Case("b = 1", "with b = 1 the weights of each image have unit a-norm", (sparse_maps(rng, 3, 4, 7, 5),), {"a": 2.0, "b": 1.0}),
         Case("all-zero map", "an all-zero map (S = 0) gets all-zero weights, the other image its usual ones", (zero,)),
     ]
 
@@ -45,12 +45,12 @@ def _spatial_variant(
 
 # ---------------------------------------------------------------- channel weights
 def _channel_cases(rng: np.random.Generator) -> list[Case]:
-    dead = _sparse_maps(rng, 2, 6, 5, 6)
+    dead = sparse_maps(rng, 2, 6, 5, 6)
     dead[0, 2] = 0
     return [
         Case("batch", "w_k = log(sum_j Q_j / Q_k), Q_k the fraction of non-zero positions of channel k, per image, shape (N, C)",
-             (_sparse_maps(rng, 3, 6, 5, 7),)),
-        Case("single image", "sparser channels (smaller Q_k) get larger weights", (_sparse_maps(rng, 1, 8, 6, 4),)),
+             (sparse_maps(rng, 3, 6, 5, 7),)),
+        Case("single image", "sparser channels (smaller Q_k) get larger weights", (sparse_maps(rng, 1, 8, 6, 4),)),
         Case("all-zero channel", "an all-zero channel (Q_k = 0) gets weight 0, with no epsilon", (dead,)),
     ]
 

@@ -8,7 +8,7 @@ import torch
 
 from ...encoding import vlad
 from ...normalization import l2n
-from .core import Case, Mistake, Task, _to_numpy, run_check
+from .core import Case, Mistake, Task, run_check, to_numpy
 
 
 def _clusters(rng: np.random.Generator, counts: list[int], D: int, peaked: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,7 +53,7 @@ def _vlad_variant(
 ) -> Callable[..., np.ndarray]:
     """VLAD with one step done wrong (float64 numpy, an independent implementation)."""
     def f(X: Any, centers: Any, power: float | None = None, intra: bool = False) -> np.ndarray:
-        X, C = _to_numpy(X), _to_numpy(centers)
+        X, C = to_numpy(X), to_numpy(centers)
         K = len(C)
         A = np.ones((len(X), K)) if every_centre else np.eye(K)[((X[:, None] - C[None]) ** 2).sum(-1).argmin(1)]
         R = (C[None] - X[:, None, :]) if flipped else (X[:, None, :] - C[None])  # (T, K, D)

@@ -8,7 +8,7 @@ import torch
 
 from ...losses import contrastive_loss, hard_negatives, triplet_loss
 from ...normalization import l2n
-from .core import Case, Mistake, Task, _to_numpy, run_check
+from .core import Case, Mistake, Task, run_check, to_numpy
 
 
 # ---------------------------------------------------------------- contrastive loss
@@ -127,7 +127,7 @@ def _mining_variant(*, mask: str = "positives", farthest: bool = False, index_or
     """Hard-negative mining with one step done wrong (float64 numpy); ``mask`` "positives" (right),
     "none", "self" (the anchor's own index only) or "zero" (positives at similarity 0)."""
     def f(anchors: Any, pool: Any, positives_of: Any, n: int) -> np.ndarray:
-        S = _to_numpy(anchors) @ _to_numpy(pool).T
+        S = to_numpy(anchors) @ to_numpy(pool).T
         excluded = np.zeros(S.shape, dtype=bool)
         for i, p in enumerate(positives_of):
             if mask in ("positives", "zero"):

@@ -6,7 +6,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ...normalization import l2n
-from .core import Case, Mistake, Task, _to_numpy, run_check
+from .core import Case, Mistake, Task, run_check, to_numpy
 
 
 def _knn_cases(rng: np.random.Generator) -> list[Case]:
@@ -48,7 +48,7 @@ def _knn_variant(
         return order[:, : k - 1 if fewer else k]
 
     def f(X: Any, Y: Any, k: int) -> float:
-        A, B = neighbours(_to_numpy(X), k), neighbours(_to_numpy(Y), k)
+        A, B = neighbours(to_numpy(X), k), neighbours(to_numpy(Y), k)
         if score == "same rank":
             return float((A == B).sum(1).mean() / k)
         shared = (A[:, :, None] == B[:, None, :]).any(-1).sum(1)

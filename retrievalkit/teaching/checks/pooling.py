@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ...pooling import avg_pool, gem, mac, spoc, window_pool
-from .core import Case, Mistake, Task, _maps, run_check
+from .core import Case, Mistake, Task, random_maps, run_check
 
 SLIDES = [[5, 3, 1, 2], [1, 2, 3, 2], [4, 2, 2, 5], [3, 6, 1, 1]]
 
@@ -19,9 +19,9 @@ def _window_cases(rng: np.random.Generator) -> list[Case]:
              (torch.tensor(SLIDES, dtype=torch.float32), "avg")),
         Case("slides, max", "2x2 max pooling of the slides' map gives 5 3 / 6 5",
              (torch.tensor(SLIDES, dtype=torch.float32), "max")),
-        Case("sum", "sum pooling adds the four values of each window", (_maps(rng, 6, 8), "sum")),
-        Case("non-square avg", "a 6x10 map pools to 3x5", (_maps(rng, 6, 10), "avg")),
-        Case("non-square max", "a 4x6 map pools to 2x3", (_maps(rng, 4, 6), "max")),
+        Case("sum", "sum pooling adds the four values of each window", (random_maps(rng, 6, 8), "sum")),
+        Case("non-square avg", "a 6x10 map pools to 3x5", (random_maps(rng, 6, 10), "avg")),
+        Case("non-square max", "a 4x6 map pools to 2x3", (random_maps(rng, 4, 6), "max")),
     ]
 
 
@@ -47,8 +47,8 @@ def _window_sum_for_avg(x: torch.Tensor, kind: str) -> torch.Tensor:
 # ---------------------------------------------------------------- MAC
 def _mac_cases(rng: np.random.Generator) -> list[Case]:
     return [
-        Case("batch", "mac(x) takes the maximum of each channel over all positions, shape (N, C)", (_maps(rng, 3, 4, 5, 6),)),
-        Case("negative values", "the maximum of an all-negative channel is negative", (_maps(rng, 2, 3, 4, 4, negative=True) - 3,)),
+        Case("batch", "mac(x) takes the maximum of each channel over all positions, shape (N, C)", (random_maps(rng, 3, 4, 5, 6),)),
+        Case("negative values", "the maximum of an all-negative channel is negative", (random_maps(rng, 2, 3, 4, 4, negative=True) - 3,)),
     ]
 
 
@@ -56,10 +56,10 @@ def _mac_cases(rng: np.random.Generator) -> list[Case]:
 def _spoc_cases(rng: np.random.Generator) -> list[Case]:
     return [
         Case("square map", "spoc(x) is the sum over positions of x weighted by the Gaussian centre prior",
-             (_maps(rng, 2, 3, 7, 7),)),
+             (random_maps(rng, 2, 3, 7, 7),)),
         Case("non-square map", "the prior is centred at ((H-1)/2, (W-1)/2) with sigma = min(H, W)/6",
-             (_maps(rng, 2, 3, 6, 10),)),
-        Case("even size", "on an even-sized map the centre falls between pixels", (_maps(rng, 1, 4, 8, 8),)),
+             (random_maps(rng, 2, 3, 6, 10),)),
+        Case("even size", "on an even-sized map the centre falls between pixels", (random_maps(rng, 1, 4, 8, 8),)),
     ]
 
 
@@ -87,12 +87,12 @@ def _spoc_variant(
 # ---------------------------------------------------------------- GeM
 def _gem_cases(rng: np.random.Generator) -> list[Case]:
     return [
-        Case("p = 3", "gem(x, p=3) is (mean of x^3)^(1/3) per channel, shape (N, C)", (_maps(rng, 2, 4, 5, 7),), {"p": 3.0}),
-        Case("p = 1", "GeM with p=1 should equal average pooling", (_maps(rng, 2, 3, 4, 6),), {"p": 1.0}),
+        Case("p = 3", "gem(x, p=3) is (mean of x^3)^(1/3) per channel, shape (N, C)", (random_maps(rng, 2, 4, 5, 7),), {"p": 3.0}),
+        Case("p = 1", "GeM with p=1 should equal average pooling", (random_maps(rng, 2, 3, 4, 6),), {"p": 1.0}),
         Case("large p", "GeM with a large p (p=30) should be close to, but not exactly, max pooling",
-             (_maps(rng, 1, 5, 6, 6),), {"p": 30.0}),
+             (random_maps(rng, 1, 5, 6, 6),), {"p": 30.0}),
         Case("negative inputs", "values below eps are clamped to eps before the power (here eps=0.1)",
-             (torch.cat([_maps(rng, 2, 3, 4, 4, negative=True), -_maps(rng, 2, 1, 4, 4)], dim=1),), {"p": 3.0, "eps": 0.1}),
+             (torch.cat([random_maps(rng, 2, 3, 4, 4, negative=True), -random_maps(rng, 2, 1, 4, 4)], dim=1),), {"p": 3.0, "eps": 0.1}),
     ]
 
 

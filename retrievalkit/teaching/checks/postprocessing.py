@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ...normalization import l2n
-from .core import Case, Mistake, Task, _to_numpy, run_check
+from .core import Case, Mistake, Task, run_check, to_numpy
 
 
 def _positive_unit(rng: np.random.Generator, n: int, D: int) -> torch.Tensor:
@@ -37,7 +37,7 @@ def _aqe_variant(
 ) -> Callable[..., np.ndarray]:
     """alpha-QE with one step done wrong (float64 numpy); ``weighting`` "s^alpha" (right), "s" or "none"."""
     def f(Q: Any, X: Any, k: int, alpha: float) -> np.ndarray:
-        Q, X = _to_numpy(Q), _to_numpy(X)
+        Q, X = to_numpy(Q), to_numpy(X)
         S = Q @ X.T
         idx = np.argsort(S if farthest else -S, axis=1, kind="stable")[:, skip : skip + k]
         s = np.take_along_axis(S, idx, axis=1)

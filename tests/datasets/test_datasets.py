@@ -1,5 +1,5 @@
 """Dataset loaders on hand-made fixtures of each real format, in tmp folders with tiny JPEGs
-written here; downloads only from the loopback server of test_download."""
+written here; downloads only from the loopback server of conftest.py."""
 import io
 import json
 import pickle
@@ -19,9 +19,8 @@ from PIL import Image
 from retrievalkit import datasets as DS
 from retrievalkit.datasets import download as D
 from retrievalkit.evaluate import evaluate
-from test_download import server  # noqa: F401  (the loopback HTTP server fixture)
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def _jpeg_bytes(size=(16, 12)):
@@ -119,7 +118,7 @@ def _serve_paris(server, monkeypatch, tmp_path):
         monkeypatch.setitem(D.REGISTRY, f, D.Remote(server.url(f)))
 
 
-def test_paris6k_download_flattens_the_tree_and_drops_corrupt_images(server, monkeypatch, tmp_path):  # noqa: F811
+def test_paris6k_download_flattens_the_tree_and_drops_corrupt_images(server, monkeypatch, tmp_path):
     _serve_paris(server, monkeypatch, tmp_path / "src")
     root = tmp_path / "data"
     with pytest.raises(DS.DatasetNotFoundError):
@@ -143,7 +142,7 @@ def test_paris6k_download_flattens_the_tree_and_drops_corrupt_images(server, mon
     assert DS.load("paris6k", root=root, download=True).gnd == ds.gnd and len(server.seen) == n
 
 
-def test_interrupted_dataset_download_is_not_loaded_and_resumes(server, monkeypatch, tmp_path):  # noqa: F811
+def test_interrupted_dataset_download_is_not_loaded_and_resumes(server, monkeypatch, tmp_path):
     _serve_paris(server, monkeypatch, tmp_path / "src")
     del server.files["paris_2-v1.tgz"]  # the second archive fails: 404
     root = tmp_path / "data"
@@ -188,7 +187,7 @@ def test_rparis6k_with_its_own_jpg_folder_cirtorch_layout(tmp_path):
     assert ds.image_dir == tmp_path / "rparis6k" / "jpg" and ds.query_image(0).size == (4, 4)
 
 
-def test_roxford5k_download_fetches_the_oxford_images_too(server, monkeypatch, tmp_path):  # noqa: F811
+def test_roxford5k_download_fetches_the_oxford_images_too(server, monkeypatch, tmp_path):
     gnd = [{"bbx": [2, 3, 10, 9], "easy": [0], "hard": [1], "junk": []}]
     server.files["gnd_roxford5k.pkl"] = pickle.dumps({"imlist": OXFORD_IMAGES[1:3], "qimlist": OXFORD_IMAGES[:1],
                                                       "gnd": gnd})
@@ -209,7 +208,7 @@ def test_roxford5k_download_fetches_the_oxford_images_too(server, monkeypatch, t
     assert len(DS.load("oxford5k", root=root)) == 8
 
 
-def test_archive_with_two_images_of_one_name_is_refused(server, monkeypatch, tmp_path):  # noqa: F811
+def test_archive_with_two_images_of_one_name_is_refused(server, monkeypatch, tmp_path):
     server.files["jpg1.tar.gz"] = _targz(tmp_path / "h.tgz", {"a/100000.jpg": _jpeg_bytes(), "b/100000.jpg": b"x"})
     monkeypatch.setitem(D.REGISTRY, "jpg1.tar.gz", D.Remote(server.url("jpg1.tar.gz")))
     with pytest.raises(ValueError, match="two files named 100000.jpg"):
@@ -256,7 +255,7 @@ def test_ukbench_groups_of_four(tmp_path):
         DS.load("ukbench", root=tmp_path)
 
 
-def test_ukbench_download_keeps_full_size_images_only(server, monkeypatch, tmp_path):  # noqa: F811
+def test_ukbench_download_keeps_full_size_images_only(server, monkeypatch, tmp_path):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for i in range(4):
@@ -317,7 +316,7 @@ def test_names_root_and_indices_are_checked(tmp_path, monkeypatch):
 
 
 def test_mini_is_loaded_through_build_mini(tmp_path, monkeypatch):
-    # build_mini itself returns the cached set at once (tests/test_mini.py); load always asks it,
+    # build_mini itself returns the cached set at once (test_mini.py); load always asks it,
     # so a set of an older generator version is rebuilt
     calls = []
 

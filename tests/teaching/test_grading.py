@@ -24,12 +24,11 @@ import numpy as np
 import pytest
 import zmq.asyncio
 
-from retrievalkit.teaching import checks, grading, kernels
-from retrievalkit.teaching import sandbox as _sandbox
+from retrievalkit.teaching import checks, grading, kernels, sandbox
 from retrievalkit.__main__ import main
 from retrievalkit.teaching.exercises import make_exercise
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
 POOLING = ROOT / "solutions" / "01_pooling.ipynb"
 LIMITS = grading.Limits(cell_timeout=3, submission_timeout=60, memory=2 << 30)
@@ -130,7 +129,7 @@ def _warnings() -> str:
 
 
 def _exercise(name: str) -> str:
-    """What students get (as ``exercises/`` holds it: tests/test_notebooks.py checks that)."""
+    """What students get (as ``exercises/`` holds it: test_exercises.py checks that)."""
     return nbformat.writes(make_exercise(nbformat.read(ROOT / "solutions" / name, as_version=4)))
 
 
@@ -181,9 +180,9 @@ async def _run(cells: list[str], tmp: Path, limits: grading.Limits = LIMITS) -> 
     (tmp / "conn").mkdir()
     context = zmq.asyncio.Context()
     try:
-        async with kernels._fork_server(limits) as zygote:
-            spec = kernels._kernel_spec(limits, tmp / "work", [ROOT], zygote)
-            session = kernels._Session(cells, [1 << 16] * len(cells), limits, context, spec, tmp / "work", tmp / "conn")
+        async with kernels.fork_server(limits) as zygote:
+            spec = kernels.kernel_spec(limits, tmp / "work", [ROOT], zygote)
+            session = kernels.Session(cells, [1 << 16] * len(cells), limits, context, spec, tmp / "work", tmp / "conn")
             outcomes = []
             try:
                 for i in range(len(cells)):
@@ -325,7 +324,7 @@ def test_the_kernel_probe_answers_like_checks_probe():
     """The probe in the kernel repeats :func:`checks.probe`; every task of the course, compared."""
     out = io.StringIO()
     namespace = {}
-    probe = _sandbox._make_probe(namespace, out)
+    probe = sandbox._make_probe(namespace, out)
     for name, task in checks.TASKS.items():
         cases = task.cases(np.random.default_rng(3))
         blob = base64.b64encode(pickle.dumps([(c.args, c.kwargs) for c in cases])).decode()

@@ -7,7 +7,7 @@ from nbclient import NotebookClient
 
 from retrievalkit.teaching.exercises import BEGIN, END, make_exercise, write_exercises
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
 
 
