@@ -47,13 +47,7 @@ class CAMOffline:
     classes: int = CAM_CLASSES
 
     def build(self, net: models.Backbone, train: list[torch.Tensor]) -> Describe:
-        W = net.fc_weight.detach()
-
-        def pool(x: torch.Tensor) -> torch.Tensor:
-            top = cam.top_classes(net.logits(x), self.classes)
-            return cam.aggregate_classes(cam.class_weighted(x, cam.class_activation_maps(x, W, top)))
-
-        return functools.partial(extract.pool_maps, pool=pool)
+        return lambda maps: cam.aggregate_classes(cam.class_vectors(net, maps, n=self.classes))
 
 
 @dataclass(frozen=True)
