@@ -322,19 +322,22 @@ def second_order(
     the paper; ``1e-6``) regularises the zero eigenvalues of a region with fewer cells than
     ``K'``, i.e. ``log(G + log_eps I)``. ``vec`` takes the upper triangle with the diagonal, row
     by row (``(0,0), (0,1), ..., (1,1), ...``), off-diagonal entries unscaled, as the paper
-    writes it. Differentiable in ``x`` where the eigenvalues are distinct.
+    writes it. Computed in float64 (returned in ``x``'s dtype): the logarithm of near-zero
+    eigenvalues would otherwise turn float32 rounding into visible changes. Differentiable in ``x``
+    where the eigenvalues are distinct.
     """
     x = _map(x)
     log_eps = positive_number(log_eps, "log_eps")
-    w = _region_weights(x, regions, weighted=True).flatten(1)  # (R, HW): alpha_p inside the region
-    g = (channel_weights(x, eps)[:, None, None] * x).flatten(1)  # beta o f_p, (C, HW)
+    x64 = x.double()  # log(lambda + log_eps) of near-zero eigenvalues would amplify float32 rounding
+    w = _region_weights(x64, regions, weighted=True).flatten(1)  # (R, HW): alpha_p inside the region
+    g = (channel_weights(x64, eps)[:, None, None] * x64).flatten(1)  # beta o f_p, (C, HW)
     if basis is not None:
-        g = _basis(basis, x.shape[0], x).T @ g  # (K', HW)
+        g = _basis(basis, x.shape[0], x64).T @ g  # (K', HW)
     G = (g.unsqueeze(0) * w.unsqueeze(1)) @ g.T / w.sum(dim=1)[:, None, None]  # (R, K', K')
     lam, V = torch.linalg.eigh(G)
     logG = V @ torch.diag_embed(torch.log(lam.clamp(min=0) + log_eps)) @ V.transpose(-2, -1)
     i, j = torch.triu_indices(G.shape[-1], G.shape[-1], device=x.device)
-    return l2n(logG[:, i, j])
+    return l2n(logG[:, i, j]).to(x.dtype)
 
 
 # --------------------------------------------------------------------------- image search (Sec. 4)

@@ -93,7 +93,9 @@ def _to_numpy(value, np, torch):
 
 
 def _make_probe(namespace: dict, stdout):
-    """The in-kernel half of ``checks.probe``: same conversion, same per-case answers."""
+    """The in-kernel half of ``checks.probe``: same conversion, same per-case answers. A copy, not an
+    import: the kernel may not import ``retrievalkit`` (the reference answers live there);
+    ``tests/teaching/test_grading.py`` checks that both give the same answers."""
     import base64
     import pickle
     from contextlib import redirect_stderr, redirect_stdout
