@@ -33,12 +33,8 @@ and is loaded on the next call.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import math
 import os
-import re
-import types
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -57,6 +53,7 @@ from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
 from ._atomic import write_atomic
+from ._cache import cache_path, describe, file_key, slug
 from ._batching import rows_by_shape
 from ._validate import check_map_list, positive_int, positive_number
 from .models import resized_hw
@@ -67,7 +64,6 @@ __all__ = ["feature_maps", "descriptors", "dataset_descriptors", "dataset_maps",
 
 Pool = Callable[[torch.Tensor], torch.Tensor]
 Plan = list[tuple[tuple[int, int, int, int] | None, tuple[int, int]]]  # per image: integer crop or None, (h, w)
-_CACHE_VERSION = "retrievalkit.extract/2"  # bumped whenever cached results would change
 
 
 def _default_workers() -> int:
@@ -285,75 +281,6 @@ def _multiscale(model: nn.Module, x: torch.Tensor, pool: Pool, scales: tuple[flo
     return l2n(v if power == 1 else v.pow(1.0 / power))
 
 
-def _tensor_digest(t: torch.Tensor) -> str:
-    data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-    return f"{t.dtype}{tuple(t.shape)}:{hashlib.sha1(data).hexdigest()}"
-
-
-def _code(code: types.CodeType) -> str:
-    consts = ",".join(_code(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts)
-    return f"{code.co_code.hex()}|{code.co_names}|{consts}"
-
-
-def _describe(obj: Any) -> str:
-    """A description of a model, pooling function or setting that is stable across sessions."""
-    if isinstance(obj, functools.partial):
-        kw = ", ".join(f"{k}={_describe(v)}" for k, v in sorted(obj.keywords.items()))
-        return f"partial({_describe(obj.func)}; {', '.join(map(_describe, obj.args))}; {kw})"
-    if isinstance(obj, nn.Module):
-        state = hashlib.sha1("".join(f"{k}={_tensor_digest(t)};" for k, t in obj.state_dict().items()).encode())
-        kind = f"{type(obj).__module__}.{type(obj).__qualname__}[{getattr(obj, 'name', '')}]"
-        return f"{kind}({obj.extra_repr()}; state {state.hexdigest()})"
-    if isinstance(obj, torch.Tensor):
-        return _tensor_digest(obj)
-    if isinstance(obj, types.MethodType):
-        return f"{_describe(obj.__self__)}.{obj.__func__.__name__}"
-    if isinstance(obj, types.FunctionType):
-        desc = f"{obj.__module__}.{obj.__qualname__}"
-        if "<" in obj.__qualname__:  # a lambda or local function: its code and what it closes over
-            cells = [c.cell_contents for c in obj.__closure__ or ()]
-            desc += f"({_code(obj.__code__)}; defaults {_describe(obj.__defaults__)}; closure {[_describe(c) for c in cells]})"
-        return desc
-    if isinstance(obj, (types.BuiltinFunctionType, type)):
-        return f"{obj.__module__}.{obj.__qualname__}"
-    if isinstance(obj, (tuple, list)):
-        return "(" + ", ".join(map(_describe, obj)) + ")"
-    if isinstance(obj, Image.Image):
-        return f"PIL:{obj.mode}{obj.size}:{hashlib.sha1(obj.tobytes()).hexdigest()}"
-    return repr(obj)
-
-
-def _file_key(path: Any) -> str:
-    """A path with its size and modification time, so that a rewritten image misses the cache."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return str(path)
-    return f"{path}:{st.st_size}:{st.st_mtime_ns}"
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "x"
-
-
-def _cache_path(cache: str | os.PathLike | None, label: str, parts: list[str]) -> Path | None:
-    """The one on-disk cache of this module: ``<folder>/<label>-<hash of parts>.pt`` (``torch.save``).
-
-    ``cache`` is a folder, ``"default"`` (``<data root>/features``, i.e. ``data/cache/features`` in
-    the course checkout) or None (no cache). ``parts`` describe everything the result depends on.
-    """
-    if cache is None:
-        return None
-    if isinstance(cache, str) and cache == "default":
-        from .datasets import resolve_root
-
-        cache = resolve_root() / "features"
-    folder = Path(cache)
-    folder.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha1("\x00".join([_CACHE_VERSION, *parts]).encode()).hexdigest()[:20]
-    return folder / f"{label}-{digest}.pt"
-
-
 def descriptors(
     model: nn.Module,
     images: Sequence[str | os.PathLike | Image.Image],
@@ -384,17 +311,17 @@ def descriptors(
     if not callable(pool):
         raise ValueError(f"pool must be a callable mapping (N, K, H, W) maps to (N, D), got {type(pool).__name__}")
     images = _check_images(images)
-    pool_desc = _describe(pool)
+    pool_desc = describe(pool)
     if cache is not None and " at 0x" in pool_desc:
         raise ValueError(
             f"pool {pool_desc} has no stable description for the cache: pass a function, a functools.partial or an nn.Module"
         )
     pool_name = getattr(pool, "__name__", None) or getattr(getattr(pool, "func", None), "__name__", None) or type(pool).__name__
-    label = "-".join(_slug(p) for p in (key or "images", getattr(model, "name", type(model).__name__), pool_name))
-    path = _cache_path(cache, label, [
-        "descriptors", repr(key), _describe(model), pool_desc, repr(None if size is None else positive_number(size, "size")),
+    label = "-".join(slug(p) for p in (key or "images", getattr(model, "name", type(model).__name__), pool_name))
+    path = cache_path(cache, label, [
+        "descriptors", repr(key), describe(model), pool_desc, repr(None if size is None else positive_number(size, "size")),
         repr(scales), repr(power), repr(_check_boxes(boxes, len(images))),
-        *(_describe(im) if isinstance(im, Image.Image) else _file_key(im) for im in images)])
+        *(describe(im) if isinstance(im, Image.Image) else file_key(im) for im in images)])
     if path is not None and path.is_file():
         stored = torch.load(path)
         if stored.shape[0] == len(images):
@@ -476,10 +403,10 @@ def dataset_maps(
     indices, queries, boxes = _query_inputs(dataset)
     images = [str(p) for p in dataset.images]
     size = None if size is None else positive_number(size, "size")
-    label = f"{_slug(name)}-{_slug(getattr(model, 'name', 'model'))}-maps"
-    path = _cache_path(cache, label, [
-        "maps", name, _describe(model), repr(size), layer, repr(indices), repr(boxes),
-        *(_describe(im) if isinstance(im, Image.Image) else _file_key(im) for im in queries + images)])
+    label = f"{slug(name)}-{slug(getattr(model, 'name', 'model'))}-maps"
+    path = cache_path(cache, label, [
+        "maps", name, describe(model), repr(size), layer, repr(indices), repr(boxes),
+        *(describe(im) if isinstance(im, Image.Image) else file_key(im) for im in queries + images)])
     if path is not None and path.is_file():
         stored = torch.load(path)
     else:
