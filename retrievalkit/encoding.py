@@ -33,7 +33,7 @@ def local_descriptors(x: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
     return rows[0] if squeezed else list(rows)
 
 
-def _images(X: Any, name: str = "X") -> tuple[torch.Tensor, torch.Tensor, int, bool, bool]:
+def _check_images(X: Any, name: str = "X") -> tuple[torch.Tensor, torch.Tensor, int, bool, bool]:
     """One image ``(T, D)`` or a list of them -> (all rows as one tensor, image index of each row,
     number of images, whether X was a single image, whether it was numpy)."""
     single = not isinstance(X, (list, tuple))
@@ -74,7 +74,7 @@ def _like(v: torch.Tensor, single: bool, is_numpy: bool) -> np.ndarray | torch.T
     return v.numpy() if is_numpy else v
 
 
-def _centers(centers: Any, rows: torch.Tensor) -> torch.Tensor:
+def _check_centers(centers: Any, rows: torch.Tensor) -> torch.Tensor:
     """Check ``(K, D)`` centres (numpy or torch) against the descriptors; cast to their dtype and device."""
     c = check_rows(centers, "centers")
     if c.shape[0] == 0:
@@ -118,7 +118,7 @@ class Codebook:
     def fit(self, descriptors: Any) -> Codebook:
         import faiss
 
-        rows = _images(descriptors, "descriptors")[0]
+        rows = _check_images(descriptors, "descriptors")[0]
         if self.k > rows.shape[0]:
             raise ValueError(f"k must be at most the number of descriptors {rows.shape[0]}, got {self.k}")
         x = np.ascontiguousarray(rows.detach().cpu().numpy(), dtype=np.float32)
@@ -138,8 +138,8 @@ class Codebook:
 
     def assign(self, X: Any) -> np.ndarray | torch.Tensor:
         """Nearest centre of each row of ``X`` ``(M, D)`` -> ``(M,)`` int64 (ties to the lower index)."""
-        rows, _, _, _, is_numpy = _images(check_rows(X, "X"))
-        a = _nearest(rows, _centers(self.centers, rows))
+        rows, _, _, _, is_numpy = _check_images(check_rows(X, "X"))
+        a = _nearest(rows, _check_centers(self.centers, rows))
         return a.numpy() if is_numpy else a
 
 
@@ -151,8 +151,8 @@ def bow(X: Any, centers: Any, idf: Any = None) -> np.ndarray | torch.Tensor:
     :func:`idf_weights`; the paper's tf ``h_k / T`` differs by a scale that the L2 removes);
     then ``h / ||h||``. ``centers`` ``(K, D)``, numpy or torch. A list of images gives ``(N, K)``.
     """
-    rows, image, n, single, is_numpy = _images(X)
-    C = _centers(centers, rows)
+    rows, image, n, single, is_numpy = _check_images(X)
+    C = _check_centers(centers, rows)
     K = C.shape[0]
     h = torch.bincount(image * K + _nearest(rows, C), minlength=n * K).view(n, K).to(rows.dtype)
     if idf is not None:
@@ -201,8 +201,8 @@ def vlad(X: Any, centers: Any, power: float | None = None, intra: bool = False) 
     Differentiable in ``X`` and ``centers`` for torch input (the assignment is not; with
     ``power < 1`` the gradient of a component that is exactly 0 is NaN, as ``|v|^power`` has none).
     """
-    rows, image, n, single, is_numpy = _images(X)
-    C = _centers(centers, rows)
+    rows, image, n, single, is_numpy = _check_images(X)
+    C = _check_centers(centers, rows)
     p = None if power is None else positive_number(power, "power")
     K, D = C.shape
     slot = image * K + _nearest(rows, C)
@@ -242,7 +242,7 @@ def fisher_vector(X: Any, gmm: Any, improved: bool = True) -> np.ndarray | torch
         raise ValueError(f"gmm must be a sklearn GaussianMixture(covariance_type='diag'), got {gmm!r}")
     if not hasattr(gmm, "means_"):
         raise ValueError("gmm must be fitted (call gmm.fit(descriptors) first)")
-    rows, _, _, _, is_numpy = _images(check_rows(X, "X"))
+    rows, _, _, _, is_numpy = _check_images(check_rows(X, "X"))
     if rows.shape[1] != gmm.means_.shape[1]:
         raise ValueError(f"X must have the mixture's dimension D={gmm.means_.shape[1]}, got shape {tuple(rows.shape)}")
     x = rows.detach().cpu().numpy().astype(np.float64)

@@ -33,7 +33,7 @@ __all__ = [
 PROTOCOLS = ("easy", "medium", "hard")
 
 
-def _indices(x: Any, name: str, ndim: int = 1) -> np.ndarray:
+def _check_indices(x: Any, name: str, ndim: int = 1) -> np.ndarray:
     """Non-negative integers (an empty list, or floats holding whole numbers, are accepted) as int64."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
@@ -55,7 +55,7 @@ def _indices(x: Any, name: str, ndim: int = 1) -> np.ndarray:
     return a.astype(np.int64)
 
 
-def _ranking(ranks: Any) -> np.ndarray:
+def _check_ranking(ranks: Any) -> np.ndarray:
     """A non-empty 2-D integer ranking without repeated indices in a row."""
     if isinstance(ranks, torch.Tensor):
         ranks = ranks.detach().cpu().numpy()
@@ -66,14 +66,14 @@ def _ranking(ranks: Any) -> np.ndarray:
         raise ValueError(f"ranks must not be empty, got shape {a.shape}")
     if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
         raise ValueError(f"ranks must be an integer array of database indices, got dtype {a.dtype}")
-    a = _indices(a, "ranks", ndim=2)
+    a = _check_indices(a, "ranks", ndim=2)
     repeated = (np.diff(np.sort(a, axis=1), axis=1) == 0).any(axis=1)
     if repeated.any():
         raise ValueError(f"ranks must not repeat an index within a row, row {int(np.argmax(repeated))} does")
     return a
 
 
-def _gnd(gnd: Any, n_queries: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _check_gnd(gnd: Any, n_queries: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """``(unique ok, unique junk)`` per query, checked against the number of ranked queries."""
     if not isinstance(gnd, Sequence) or not all(isinstance(g, Mapping) for g in gnd):
         raise ValueError("gnd must be a list of dicts {'ok': [...], 'junk': [...]}, one per query")
@@ -83,8 +83,8 @@ def _gnd(gnd: Any, n_queries: int) -> list[tuple[np.ndarray, np.ndarray]]:
     for i, g in enumerate(gnd):
         if "ok" not in g:
             raise ValueError(f"gnd[{i}] must have an 'ok' key, got keys {sorted(g)}")
-        ok = np.unique(_indices(g["ok"], f"gnd[{i}]['ok']"))
-        junk = np.unique(_indices(g.get("junk", []), f"gnd[{i}]['junk']"))
+        ok = np.unique(_check_indices(g["ok"], f"gnd[{i}]['ok']"))
+        junk = np.unique(_check_indices(g.get("junk", []), f"gnd[{i}]['junk']"))
         if np.intersect1d(ok, junk).size:
             raise ValueError(f"gnd[{i}]: an image cannot be both 'ok' and 'junk', got {np.intersect1d(ok, junk)}")
         out.append((ok, junk))
@@ -108,7 +108,7 @@ def average_precision(positive_ranks: Any, n_positives: int) -> float:
     ``n_positives`` only. One positive at rank 1 gives 0.25.
     """
     n = positive_int(n_positives, "n_positives")
-    r = np.sort(_indices(positive_ranks, "positive_ranks"))
+    r = np.sort(_check_indices(positive_ranks, "positive_ranks"))
     if r.size > n:
         raise ValueError(f"n_positives must be at least len(positive_ranks) = {r.size}, got {n}")
     if r.size > 1 and (np.diff(r) == 0).any():
@@ -129,8 +129,8 @@ def mean_average_precision(
     Queries without "ok" get NaN AP and P@k and are left out of the means
     (which are NaN when no query has a positive).
     """
-    R = _ranking(ranks)
-    queries = _gnd(gnd, R.shape[0])
+    R = _check_ranking(ranks)
+    queries = _check_gnd(gnd, R.shape[0])
     if isinstance(kappas, (str, bytes)) or not isinstance(kappas, Sequence):
         raise ValueError(f"kappas must be a sequence of integers >= 1, got {kappas!r}")
     kap = np.array([positive_int(k, "kappas") for k in kappas], dtype=np.int64)
@@ -168,8 +168,8 @@ def revisited(gnd: Sequence[Mapping[str, Any]], protocol: str) -> list[dict[str,
     for i, g in enumerate(gnd):
         if "easy" not in g or "hard" not in g:
             raise ValueError(f"gnd[{i}] must have 'easy' and 'hard' keys, got keys {sorted(g)}")
-        easy, hard = _indices(g["easy"], f"gnd[{i}]['easy']"), _indices(g["hard"], f"gnd[{i}]['hard']")
-        junk = _indices(g.get("junk", []), f"gnd[{i}]['junk']")
+        easy, hard = _check_indices(g["easy"], f"gnd[{i}]['easy']"), _check_indices(g["hard"], f"gnd[{i}]['hard']")
+        junk = _check_indices(g.get("junk", []), f"gnd[{i}]['junk']")
         ok, junk = {"easy": ([easy], [junk, hard]), "medium": ([easy, hard], [junk]),
                     "hard": ([hard], [junk, easy])}[protocol]
         q = {"ok": np.unique(np.concatenate(ok)).tolist(), "junk": np.unique(np.concatenate(junk)).tolist()}
@@ -191,9 +191,9 @@ def original_protocol(gnd: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for i, g in enumerate(gnd):
         if "good" not in g and "ok" not in g:
             raise ValueError(f"gnd[{i}] must have a 'good' or an 'ok' key, got keys {sorted(g)}")
-        ok = [_indices(g.get(key, []), f"gnd[{i}]['{key}']") for key in ("good", "ok")]
+        ok = [_check_indices(g.get(key, []), f"gnd[{i}]['{key}']") for key in ("good", "ok")]
         q = {"ok": np.unique(np.concatenate(ok)).tolist(),
-             "junk": np.unique(_indices(g.get("junk", []), f"gnd[{i}]['junk']")).tolist()}
+             "junk": np.unique(_check_indices(g.get("junk", []), f"gnd[{i}]['junk']")).tolist()}
         if "bbx" in g:
             q["bbx"] = g["bbx"]
         out.append(q)
@@ -209,7 +209,7 @@ def holidays_gnd(image_numbers: Any) -> tuple[np.ndarray, list[dict[str, list[in
     "junk": removing it from its own ranked list is the rank shift of ``holidays_map.py``.
     Use as ``mean_average_precision(rank(X[query_indices], X), gnd)``.
     """
-    imno = _indices(image_numbers, "image_numbers")
+    imno = _check_indices(image_numbers, "image_numbers")
     if imno.size == 0:
         raise ValueError("image_numbers must not be empty")
     if np.unique(imno).size != imno.size:
@@ -228,7 +228,7 @@ def ukbench_score(ranks: Any) -> float:
     Images come in groups of 4 consecutive indices (group = index // 4); query ``i`` is database
     image ``i`` and counts itself when retrieved, as in the original protocol.
     """
-    R = _ranking(ranks)
+    R = _check_ranking(ranks)
     if R.shape[1] < 4:
         raise ValueError(f"ranks must have at least 4 columns (the top 4), got shape {R.shape}")
     if R.shape[0] % 4:
@@ -242,11 +242,11 @@ def precision_recall(ranking: Any, ok: Sequence[int], junk: Sequence[int] = ()) 
     ``ranking`` is one row of database indices, best first; junk images are skipped (as the
     protocol does). Returns ``(precision, recall)`` arrays, one entry per kept position.
     """
-    row = _indices(ranking, "ranking")
-    ok_set = np.unique(_indices(list(ok), "ok"))
+    row = _check_indices(ranking, "ranking")
+    ok_set = np.unique(_check_indices(list(ok), "ok"))
     if ok_set.size == 0:
         raise ValueError("ok must list at least one positive")
-    kept = row[~np.isin(row, _indices(list(junk), "junk"))]
+    kept = row[~np.isin(row, _check_indices(list(junk), "junk"))]
     hits = np.cumsum(np.isin(kept, ok_set))
     return hits / np.arange(1, kept.size + 1), hits / ok_set.size
 

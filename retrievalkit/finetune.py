@@ -110,7 +110,7 @@ def embed(head: nn.Module, maps: Sequence[torch.Tensor], batch_size: int = 64) -
     return rows_by_shape([m.float() for m in check_map_list(maps)], head, positive_int(batch_size, "batch_size"), "head")
 
 
-def _labels(labels: Any, n: int) -> np.ndarray:
+def _check_labels(labels: Any, n: int) -> np.ndarray:
     arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if arr.shape != (n,) or arr.dtype.kind not in "iu":
         raise ValueError(f"labels must be {n} integers (one per map), got {getattr(arr, 'shape', None)} of {arr.dtype}")
@@ -126,7 +126,7 @@ def mine_tuples(
     the others of its label, drawn from ``rng``; its negatives are the ``n_negatives`` items of
     other labels (distractors included) nearest to it, hardest first.
     """
-    labels = _labels(labels, descriptors.shape[0])
+    labels = _check_labels(labels, descriptors.shape[0])
     same = labels[:, None] == labels[None, :]
     anchors = np.flatnonzero((labels >= 0) & (same.sum(axis=1) > 1))
     if anchors.size == 0:
@@ -142,7 +142,7 @@ def validation_map(head: nn.Module, maps: Sequence[torch.Tensor], labels: Any) -
     """mAP (%) of ``head`` on held-out training objects: each item queries all the others, the
     items of its label (>= 0) are its positives, itself is ignored (junk); trapezoid AP as
     :func:`retrievalkit.evaluate.mean_average_precision`."""
-    labels = _labels(labels, len(maps))
+    labels = _check_labels(labels, len(maps))
     with torch.no_grad():
         E = embed(head, maps)
     gnd = [{"ok": np.flatnonzero((labels == lab) & (np.arange(len(labels)) != i)).tolist() if lab >= 0 else [], "junk": [i]}
@@ -196,7 +196,7 @@ def train(
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    labels = _labels(labels, len(maps))
+    labels = _check_labels(labels, len(maps))
     epochs, lr, margin = positive_int(epochs, "epochs"), positive_number(lr, "lr"), nonnegative_number(margin, "margin")
     limit = None if time_limit is None else positive_number(time_limit, "time_limit")
     rng = np.random.default_rng(seed)

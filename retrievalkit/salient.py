@@ -51,14 +51,14 @@ _LOG_EPS = 1e-6  # added to the eigenvalues of G before the logarithm (G + eps I
 
 # --------------------------------------------------------------------------- input checks
 
-def _map(x: Any, name: str = "x") -> torch.Tensor:
+def _check_map(x: Any, name: str = "x") -> torch.Tensor:
     """One non-negative feature map ``(C, H, W)``."""
     if isinstance(x, torch.Tensor) and x.dim() != 3:
         raise ValueError(f"{name} must be one feature map of shape (C, H, W), got shape {tuple(x.shape)}")
     return check_maps(x, name, nonnegative=True)[0][0]
 
 
-def _integers(x: Any, name: str, shape: str) -> np.ndarray:
+def _check_integers(x: Any, name: str, shape: str) -> np.ndarray:
     """An integer numpy array from a tensor, an array or a list (bools rejected)."""
     arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if arr.dtype.kind not in "iu":
@@ -66,9 +66,9 @@ def _integers(x: Any, name: str, shape: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _points(points: Any, name: str = "points") -> np.ndarray:
+def _check_points(points: Any, name: str = "points") -> np.ndarray:
     """Non-empty integer ``(P, 2)`` cell coordinates ``(y, x)``, all >= 0."""
-    arr = _integers(points, name, "(P, 2)")
+    arr = _check_integers(points, name, "(P, 2)")
     if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
         raise ValueError(f"{name} must have shape (P, 2) with P >= 1, (y, x) per row, got {arr.shape}")
     if arr.min() < 0:
@@ -76,13 +76,13 @@ def _points(points: Any, name: str = "points") -> np.ndarray:
     return arr
 
 
-def _shape(shape: Any) -> tuple[int, int]:
+def _check_shape(shape: Any) -> tuple[int, int]:
     if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) != 2:
         raise ValueError(f"shape must be the map size (H, W), got {shape!r}")
     return positive_int(shape[0], "shape"), positive_int(shape[1], "shape")
 
 
-def _masks(regions: Any, hw: tuple[int, int] | None = None, device: torch.device | None = None) -> torch.Tensor:
+def _check_masks(regions: Any, hw: tuple[int, int] | None = None, device: torch.device | None = None) -> torch.Tensor:
     """Boolean region masks ``(R, H, W)``, each with at least one cell."""
     if isinstance(regions, np.ndarray):
         regions = torch.from_numpy(regions)
@@ -101,7 +101,7 @@ def _masks(regions: Any, hw: tuple[int, int] | None = None, device: torch.device
 
 def _region_weights(x: torch.Tensor, regions: Any, weighted: bool) -> torch.Tensor:
     """Masks as weights ``(R, H, W)`` in x's dtype: 1 or ``alpha_p`` inside, 0 outside."""
-    m = _masks(regions, tuple(x.shape[-2:]), x.device).to(x.dtype)
+    m = _check_masks(regions, tuple(x.shape[-2:]), x.device).to(x.dtype)
     alpha = spatial_weights(x)
     dead = (m * alpha).sum(dim=(1, 2)) == 0
     if bool(dead.any()):
@@ -149,7 +149,7 @@ def salient_points(x: torch.Tensor, n_min: int = 300, n_max: int = 4000, keypoin
     ``n_min`` points. Ties keep the row-major (or the keypoints') order. The paper uses
     ``N_max = 4000``, ``N_min = 300`` on VGG19 maps of full-size images.
     """
-    x = _map(x)
+    x = _check_map(x)
     n_min = positive_int(n_min, "n_min")
     n_max = positive_int(n_max, "n_max")
     if n_max < n_min:
@@ -157,7 +157,7 @@ def salient_points(x: torch.Tensor, n_min: int = 300, n_max: int = 4000, keypoin
     alpha = spatial_weights(x)
     H, W = alpha.shape
     if keypoints is not None:
-        kp = _points(keypoints, "keypoints")
+        kp = _check_points(keypoints, "keypoints")
         if (kp[:, 0] >= H).any() or (kp[:, 1] >= W).any():
             raise ValueError(f"keypoints must be cells of the {H}x{W} map, got a maximum of {tuple(kp.max(axis=0))}")
         kp = torch.from_numpy(kp).to(x.device)
@@ -181,7 +181,7 @@ def global_kmeans(points: Any, L: int = 3) -> np.ndarray | torch.Tensor:
     count with their multiplicity; ties in ``b_n`` go to the smallest ``(y, x)``.
     ``points`` integer ``(P, 2)``, numpy or torch (same kind back, ``int64``).
     """
-    pts = _points(points)
+    pts = _check_points(points)
     L = positive_int(L, "L")
     cells, inverse, counts = np.unique(pts, axis=0, return_inverse=True, return_counts=True)
     if L > cells.shape[0]:
@@ -242,8 +242,8 @@ def candidate_regions(points: Any, shape: tuple[int, int], L: int = 3) -> torch.
     one cell still has a region). :func:`region_power_set` turns these into the candidate
     regions. Masks are on the points' device (CPU for numpy points).
     """
-    pts = _points(points)
-    H, W = _shape(shape)
+    pts = _check_points(points)
+    H, W = _check_shape(shape)
     if (pts[:, 0] >= H).any() or (pts[:, 1] >= W).any():
         raise ValueError(f"points must be cells of the {H}x{W} map, got a maximum of {tuple(pts.max(axis=0))}")
     labels = global_kmeans(pts, L)
@@ -263,7 +263,7 @@ def region_power_set(regions: torch.Tensor) -> torch.Tensor:
     be below ``2^L``. The paper also drops regions of (close to) zero size; on the grid a hull
     has at least one cell, so none is dropped. ``regions`` ``(L, H, W)`` bool, none empty.
     """
-    R = _masks(regions)
+    R = _check_masks(regions)
     L, H, W = R.shape
     cells = [np.argwhere(m) for m in R.cpu().numpy()]
     hulls = [
@@ -289,7 +289,7 @@ def first_order(x: torch.Tensor, regions: Any, weighted: bool = False, eps: floa
     (eq. 1), both of the whole map. ``x`` one non-negative map ``(C, H, W)``; ``regions``
     boolean masks ``(R, H, W)``, each covering at least one active cell. Differentiable in ``x``.
     """
-    x = _map(x)
+    x = _check_map(x)
     if not isinstance(weighted, bool):
         raise ValueError(f"weighted must be True or False, got {weighted!r}")
     w = _region_weights(x, regions, weighted)
@@ -326,7 +326,7 @@ def second_order(
     eigenvalues would otherwise turn float32 rounding into visible changes. Differentiable in ``x``
     where the eigenvalues are distinct.
     """
-    x = _map(x)
+    x = _check_map(x)
     log_eps = positive_number(log_eps, "log_eps")
     x64 = x.double()  # log(lambda + log_eps) of near-zero eigenvalues would amplify float32 rounding
     w = _region_weights(x64, regions, weighted=True).flatten(1)  # (R, HW): alpha_p inside the region
@@ -342,7 +342,7 @@ def second_order(
 
 # --------------------------------------------------------------------------- image search (Sec. 4)
 
-def _region_sets(query: Any, database: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+def _check_region_sets(query: Any, database: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
     """Query regions ``(Mq, D)``, all database regions stacked ``(T, D)``, regions per image, numpy?"""
     q = check_rows(query, "query")
     if q.shape[0] == 0:
@@ -371,7 +371,7 @@ def image_similarity(query: Any, target: Any) -> float:
     ``VecSim`` is the inner product, the cosine similarity of the L2-normalised region
     descriptors. ``query`` ``(Mq, D)`` and ``target`` ``(Mt, D)``, numpy or torch.
     """
-    Q, T, _, _ = _region_sets(query, [target])
+    Q, T, _, _ = _check_region_sets(query, [target])
     return float((Q @ T.T).max())
 
 
@@ -384,7 +384,7 @@ def region_search(query: Any, database: Sequence[Any]) -> tuple[Any, Any]:
     query expansion uses. Numpy in (query) -> numpy out, torch -> torch on the query's device.
     A ranking is ``argsort(-scores)``; eq. 8 is this with a single query region.
     """
-    Q, T, sizes, is_numpy = _region_sets(query, database)
+    Q, T, sizes, is_numpy = _check_region_sets(query, database)
     # each database region's best match among the query regions, then the best region of each image
     scores, best = best_per_image((T @ Q.T).amax(dim=1), sizes)
     return (scores.cpu().numpy(), best.cpu().numpy()) if is_numpy else (scores, best)
@@ -399,7 +399,7 @@ def query_expansion(query: Any, database: Sequence[Any], n: int = 10) -> Any:
     of the average (unlike Chum et al.'s AQE). The second search, eq. 8, is
     ``region_search(query_expansion(q, db), db)``. Same kind as ``query``.
     """
-    Q, T, sizes, is_numpy = _region_sets(query, database)
+    Q, T, sizes, is_numpy = _check_region_sets(query, database)
     n = positive_int(n, "n")
     if n > sizes.shape[0]:
         raise ValueError(f"n must be at most the number of database images ({sizes.shape[0]}), got {n}")

@@ -212,7 +212,7 @@ def _check_names(values: Any, allowed: Sequence[str], name: str) -> list[str]:
     return values
 
 
-def _variants(values: Any) -> list[Variant]:
+def _check_variants(values: Any) -> list[Variant]:
     """Names of :data:`VARIANTS` or :class:`Variant` objects -> variants."""
     values = [values] if isinstance(values, (str, Variant)) else list(values)
     bad = [v for v in values if not isinstance(v, Variant) and (not isinstance(v, str) or v not in VARIANTS)]
@@ -222,7 +222,7 @@ def _variants(values: Any) -> list[Variant]:
     return [v if isinstance(v, Variant) else VARIANTS[v] for v in values]
 
 
-def _methods(names: list[str] | None, net: models.Backbone, model: str) -> list[Method]:
+def _check_methods(names: list[str] | None, net: models.Backbone, model: str) -> list[Method]:
     """The methods named (all that the backbone supports when None): CAM needs a GAP -> FC classifier."""
     if names is None:
         return [m for m in METHODS.values() if not isinstance(m.describer, CAMOffline) or net.supports_cam]
@@ -260,13 +260,13 @@ def run(
     names = _check_names(dataset_names, BENCHMARKS, "dataset_names")
     _check_names([model], models.BACKBONES, "model")
     method_names = None if methods is None else _check_names(methods, list(METHODS), "methods")
-    chosen = _variants(variants)
+    chosen = _check_variants(variants)
     if timing_images is not None and (isinstance(timing_images, bool) or not isinstance(timing_images, int)
                                       or timing_images < 1):
         raise ValueError(f"timing_images must be None or an integer >= 1, got {timing_images!r}")
     loaded = load_datasets(names, root, download)
     net = models.backbone(model, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    chosen_methods = _methods(method_names, net, model)
+    chosen_methods = _check_methods(method_names, net, model)
     return [row for ds, other in loaded for row in dataset_rows(
         net, model, ds, other, chosen_methods, chosen, _image_size(ds.name, size), timing_images)]
 
