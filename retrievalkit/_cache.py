@@ -68,14 +68,12 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "x"
 
 
-def cache_path(cache: str | os.PathLike | None, label: str, parts: list[str]) -> Path | None:
+def cache_path(cache: str | os.PathLike, label: str, parts: list[str]) -> Path:
     """The one on-disk cache of this module: ``<folder>/<label>-<hash of parts>.pt`` (``torch.save``).
 
-    ``cache`` is a folder, ``"default"`` (``<data root>/features``, i.e. ``data/cache/features`` in
-    the course checkout) or None (no cache). ``parts`` describe everything the result depends on.
+    ``cache`` is a folder or ``"default"`` (``<data root>/features``, i.e. ``data/cache/features`` in
+    the course checkout). ``parts`` describe everything the result depends on.
     """
-    if cache is None:
-        return None
     if isinstance(cache, str) and cache == "default":
         from .datasets import resolve_root
 

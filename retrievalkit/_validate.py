@@ -44,7 +44,8 @@ def check_map_list(maps: Any, name: str = "maps", nonnegative: bool = False) -> 
         raise ValueError(f"{name} must be a non-empty list of (C, H, W) feature maps, got {type(maps).__name__}")
     out = []
     for i, m in enumerate(maps):
-        check_float_tensor(m, f"{name}[{i}]", (3,), "(C, H, W)")
+        if isinstance(m, torch.Tensor) and m.dim() != 3:
+            raise ValueError(f"{name}[{i}] must have shape (C, H, W), got {m.dim()} dimensions {tuple(m.shape)}")
         out.append(check_maps(m, f"{name}[{i}]", nonnegative)[0][0])
     if len({m.shape[0] for m in out}) > 1:
         raise ValueError(f"{name} must all have the same number of channels, got {sorted({m.shape[0] for m in out})}")

@@ -26,6 +26,7 @@ from .normalization import l2n
 
 __all__ = ["class_activation_maps", "top_classes", "class_weighted", "aggregate_classes", "cam_boxes", "class_vectors"]
 
+
 def _class_indices(classes: Any, n_images: int, n_classes: int, device: torch.device) -> torch.Tensor:
     """``classes`` as a long tensor ``(n_images, n)`` of indices in ``[0, n_classes)``."""
     if isinstance(classes, torch.Tensor):

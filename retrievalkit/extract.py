@@ -311,17 +311,19 @@ def descriptors(
     if not callable(pool):
         raise ValueError(f"pool must be a callable mapping (N, K, H, W) maps to (N, D), got {type(pool).__name__}")
     images = _check_images(images)
-    pool_desc = describe(pool)
-    if cache is not None and " at 0x" in pool_desc:
-        raise ValueError(
-            f"pool {pool_desc} has no stable description for the cache: pass a function, a functools.partial or an nn.Module"
-        )
-    pool_name = getattr(pool, "__name__", None) or getattr(getattr(pool, "func", None), "__name__", None) or type(pool).__name__
-    label = "-".join(slug(p) for p in (key or "images", getattr(model, "name", type(model).__name__), pool_name))
-    path = cache_path(cache, label, [
-        "descriptors", repr(key), describe(model), pool_desc, repr(None if size is None else positive_number(size, "size")),
-        repr(scales), repr(power), repr(_check_boxes(boxes, len(images))),
-        *(describe(im) if isinstance(im, Image.Image) else file_key(im) for im in images)])
+    path = None
+    if cache is not None:  # describing the model hashes its weights: only when caching
+        pool_desc = describe(pool)
+        if " at 0x" in pool_desc:
+            raise ValueError(f"pool {pool_desc} has no stable description for the cache: pass a function, "
+                             "a functools.partial or an nn.Module")
+        pool_name = getattr(pool, "__name__", None) or getattr(getattr(pool, "func", None), "__name__", None)
+        label = "-".join(slug(p) for p in (key or "images", getattr(model, "name", type(model).__name__),
+                                           pool_name or type(pool).__name__))
+        path = cache_path(cache, label, [
+            "descriptors", repr(key), describe(model), pool_desc, repr(None if size is None else positive_number(size, "size")),
+            repr(scales), repr(power), repr(_check_boxes(boxes, len(images))),
+            *(describe(im) if isinstance(im, Image.Image) else file_key(im) for im in images)])
     if path is not None and path.is_file():
         stored = torch.load(path)
         if stored.shape[0] == len(images):
@@ -403,19 +405,21 @@ def dataset_maps(
     indices, queries, boxes = _query_inputs(dataset)
     images = [str(p) for p in dataset.images]
     size = None if size is None else positive_number(size, "size")
+    if cache is None:
+        xmaps = feature_maps(model, images, size=size, layer=layer, **kwargs)
+        qmaps = ([xmaps[i] for i in indices] if indices is not None else
+                 feature_maps(model, queries, size=size, boxes=boxes, layer=layer, **kwargs))
+        return qmaps, xmaps
     label = f"{slug(name)}-{slug(getattr(model, 'name', 'model'))}-maps"
     path = cache_path(cache, label, [
         "maps", name, describe(model), repr(size), layer, repr(indices), repr(boxes),
         *(describe(im) if isinstance(im, Image.Image) else file_key(im) for im in queries + images)])
-    if path is not None and path.is_file():
+    if path.is_file():
         stored = torch.load(path)
     else:
-        xmaps = feature_maps(model, images, size=size, layer=layer, **kwargs)
-        qmaps = ([xmaps[i] for i in indices] if indices is not None else
-                 feature_maps(model, queries, size=size, boxes=boxes, layer=layer, **kwargs))
+        qmaps, xmaps = dataset_maps(model, dataset, size, cache=None, layer=layer, **kwargs)
         stored = {"queries": [m.half() for m in qmaps], "database": [m.half() for m in xmaps]}
-        if path is not None:
-            write_atomic(path, lambda f: torch.save(stored, f))
+        write_atomic(path, lambda f: torch.save(stored, f))
     # float16-rounded values whether they come from the cache or not
     return [m.float() for m in stored["queries"]], [m.float() for m in stored["database"]]
 
