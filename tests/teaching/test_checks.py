@@ -966,8 +966,12 @@ def test_an_exception_in_the_student_code_is_reported_and_not_implemented_propag
     def todo(x, p=3.0, eps=1e-6):
         raise NotImplementedError()
 
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(NotImplementedError) as info:  # still a NotImplementedError, told in one line
         checks.check_gem(todo)
+    assert isinstance(info.value, checks.CheckFailed)
+    assert info.value._render_traceback_() == [
+        "NotWritten: gem is not written yet: replace `raise NotImplementedError()` in its cell with your code, "
+        "run that cell, then this one"]
 
 
 def test_judge_only_needs_numbers_and_rejects_forged_answers():
@@ -1023,11 +1027,76 @@ def test_an_unexplained_wrong_number_or_index_list_is_shown_beside_the_expected_
             S[i, list(p)] = -torch.inf
         return torch.sort(S, dim=1, descending=True, stable=True).indices[:, :n].flip(1)
 
-    with pytest.raises(checks.CheckFailed, match=r"differs: row 0 is \[\d+(, \d+)*\], expected \[\d+(, \d+)*\]"):
+    with pytest.raises(checks.CheckFailed, match=r"the right values in each row, in the wrong order"):
         checks.run_check("hard_negatives", reversed_negatives, seed=5)
+
+    def last_negative_wrong(anchors, pool, positives_of, n):  # the last index off by one: no listed mistake
+        S = anchors @ pool.T
+        for i, p in enumerate(positives_of):
+            S[i, list(p)] = -torch.inf
+        idx = torch.sort(S, dim=1, descending=True, stable=True).indices[:, :n].clone()
+        idx[:, -1] = (idx[:, -1] + 1) % len(pool)
+        return idx
+
+    with pytest.raises(checks.CheckFailed, match=r"differs: row 0 is \[\d+(, \d+)*\], expected \[\d+(, \d+)*\]"):
+        checks.run_check("hard_negatives", last_negative_wrong, seed=5)
+
+
+def _mac(x):
+    return x.amax(dim=(-2, -1))
+
+
+@pytest.mark.parametrize("task, wrong, feedback", [
+    # a wrong shape, explained by the axes of the (N, K, H, W) input it kept
+    ("mac", lambda x: x.amax(dim=1), "it reduces over the channels (one value per image, row and column); "
+                                     "reduce over the rows and columns instead"),
+    ("mac", lambda x: x.amax(dim=(0, -2, -1)), "it reduces over the images, rows and columns (one value per channel)"),
+    ("mac", lambda x: x.amax(dim=(-2, -1), keepdim=True), "the right values, but with extra axes of size 1 (keepdim?)"),
+    ("mac", lambda x: _mac(x).T, "the right values, transposed (rows and columns swapped)"),
+    # the expected shape, wrong values: what they equal
+    ("mac", lambda x: 2 * _mac(x), "is off by a constant factor: 2 times the expected values"),
+    ("mac", lambda x: _mac(x) + 0.5, "is off by a constant +0.5 everywhere"),
+    ("mac", lambda x: -_mac(x), "has the opposite sign (every value negated)"),
+    ("mac", lambda x: _mac(x).flip(-1), "has the right values in the wrong order"),
+    ("mac", lambda x: _mac(x) * torch.arange(1, len(x) + 1)[:, None], "is off by a different factor in each row"),
+    ("mac", lambda x: torch.cat([_mac(x)[:1] + 1e-3 * torch.arange(_mac(x).shape[1]), _mac(x)[1:]]),
+     "differs only in row 0 of"),
+])
+def test_an_unexplained_wrong_answer_is_diagnosed_by_what_it_equals(task, wrong, feedback):
+    with pytest.raises(checks.CheckFailed) as info:
+        checks.run_check(task, wrong, seed=3)
+    assert feedback in str(info.value), str(info.value)
+
+
+def test_nan_is_traced_to_an_all_zero_input():
+    from retrievalkit.teaching.checks import core
+
+    x = torch.ones(3, 2, 4, 4)
+    x[1] = 0
+    expected = np.ones((3, 2))
+    value = expected.copy()
+    value[1] = np.nan  # 0 / 0 on the all-zero image 1
+    case = core.Case("zero map", "", (x,))
+    assert core._difference(value, expected, case) == (
+        "gives NaN or infinity in row 1, where the input is all zero (a division by zero there?)")
+    value = expected.copy()
+    value[2, 0] = np.inf  # image 2 is not all zero
+    assert core._difference(value, expected, case) == "gives NaN or infinity in row 2 (expected finite numbers)"
+
+
+def aqe_whole_database(Q, X, k, alpha):  # a student's alpha-QE that forgets the top-k
+    S = Q @ X.T
+    return torch.nn.functional.normalize(Q + (S.clamp(min=0) ** alpha) @ X, dim=1)
+
+
+def crow_channel_idf(x):  # a student's CroW channel weights as log(1/Q), written from the idf formula
+    Q = (x > 0).float().mean(dim=(-2, -1))
+    return torch.where(Q > 0, torch.log(1 / Q), torch.zeros_like(Q))
 
 
 @pytest.mark.parametrize("task, wrong, named", [
+    ("alpha_qe", aqe_whole_database, "expands with the whole database"),
+    ("crow_channel_weights", crow_channel_idf, "a plain inverse document frequency"),
     ("hard_negatives", mining_positives_at_zero, "similarity 0"),
     ("knn_preservation", knn_one_fewer, "k - 1 neighbours"),
     ("alpha_qe", aqe_mean_of_neighbours, "divides the neighbours' sum by k"),

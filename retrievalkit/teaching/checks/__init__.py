@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from . import cam, crow, encoding, finetuning, manifolds, measuring, pooling, postprocessing, rmac
 from .cam import check_class_activation_map, check_class_weighted_vector
-from .core import Case, CheckFailed, Mistake, Result, Task, judge, probe, run_check
+from .core import Case, CheckFailed, Mistake, NotWritten, Result, Task, judge, probe, run_check
 from .crow import check_crow_channel_weights, check_crow_spatial_weights
 from .encoding import check_vlad
 from .finetuning import check_contrastive_loss, check_hard_negatives, check_triplet_loss
@@ -30,7 +30,7 @@ TASKS: dict[str, Task] = {
 }
 
 __all__ = [
-    "Task", "Case", "Mistake", "Result", "TASKS", "probe", "judge", "run_check", "CheckFailed",
+    "Task", "Case", "Mistake", "Result", "TASKS", "probe", "judge", "run_check", "CheckFailed", "NotWritten",
     "check_window_pool", "check_mac", "check_spoc", "check_gem",
     "check_average_precision", "check_mean_ap",
     "check_vlad",

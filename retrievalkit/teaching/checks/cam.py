@@ -9,7 +9,7 @@ import torch
 from ...cam import class_activation_maps, class_weighted
 from ...crow import crow_channel_weights
 from ...normalization import l2n
-from .core import Case, Mistake, Task, run_check, sparse_maps
+from .core import MAP_AXES, Case, Mistake, Task, run_check, sparse_maps
 
 
 # ---------------------------------------------------------------- class activation maps
@@ -107,6 +107,7 @@ TASKS: dict[str, Task] = {
             Mistake("sums the weights of all classes: use class c's row only", _cam_variant(all_classes=True)),
             Mistake("divides by the maximum over the whole batch: each image by its own maximum", _cam_variant(batch_max=True)),
         ],
+        axes=MAP_AXES,
     ),
     "class_weighted_vector": Task(
         "class_weighted_vector", _weighted_cases, _weighted_ref,
@@ -119,6 +120,7 @@ TASKS: dict[str, Task] = {
             Mistake("applies the channel weights after the L2 normalisation: weight, then normalise",
                     _weighted_variant(weights_after_l2=True)),
         ],
+        axes=MAP_AXES,
     ),
 }
 

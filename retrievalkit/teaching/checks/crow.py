@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ...crow import crow_channel_weights, crow_spatial_weights
-from .core import Case, Mistake, Task, run_check, sparse_maps
+from .core import MAP_AXES, Case, Mistake, Task, run_check, sparse_maps
 
 
 # ---------------------------------------------------------------- spatial weights
@@ -57,7 +57,7 @@ def _channel_cases(rng: np.random.Generator) -> list[Case]:
 
 def _channel_variant(
     *, zeros: bool = False, eps: float = 0.0, batch: bool = False, flipped: bool = False, log10: bool = False,
-    infinite: bool = False, activation: bool = False,
+    infinite: bool = False, activation: bool = False, inverse: bool = False,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """CroW's channel weights with one step done wrong (float64)."""
     def f(x: torch.Tensor) -> torch.Tensor:
@@ -66,7 +66,7 @@ def _channel_variant(
         Q = 1 - Q if zeros else Q
         Q = Q.mean(dim=0, keepdim=True).expand_as(Q) if batch else Q
         Q = Q + eps
-        w = torch.log(Q.sum(dim=1, keepdim=True) / Q) / (math.log(10) if log10 else 1)
+        w = torch.log((1 if inverse else Q.sum(dim=1, keepdim=True)) / Q) / (math.log(10) if log10 else 1)
         if not infinite and eps == 0:
             w = torch.where(Q > 0, w, torch.zeros_like(w))
         return -w if flipped else w
@@ -84,6 +84,7 @@ TASKS: dict[str, Task] = {
             Mistake("normalises over the whole batch: each image by its own norm", _spatial_variant(batch=True)),
             Mistake("divides 0 by 0 on an all-zero map (NaN): its weights are 0", _spatial_variant(nan_zero=True)),
         ],
+        axes=MAP_AXES,
     ),
     "crow_channel_weights": Task(
         "crow_channel_weights", _channel_cases, crow_channel_weights,
@@ -95,8 +96,11 @@ TASKS: dict[str, Task] = {
             Mistake("uses the fraction of zero positions: Q_k is the fraction of non-zero positions", _channel_variant(zeros=True)),
             Mistake("counts over the whole batch: each image has its own weights", _channel_variant(batch=True)),
             Mistake("uses log10: the natural log", _channel_variant(log10=True)),
+            Mistake("uses log(1 / Q_k), a plain inverse document frequency: the numerator is sum_j Q_j, "
+                    "the sum over all channels", _channel_variant(inverse=True)),
             Mistake("uses the mean activation: Q_k counts the non-zero positions", _channel_variant(activation=True)),
         ],
+        axes=MAP_AXES,
     ),
 }
 

@@ -94,6 +94,7 @@ TASKS: dict[str, Task] = {
             Mistake("drops the sign in the power: use sign(v) |v|^power", _vlad_variant(signed=False)),
             Mistake("divides an empty centre's zero sum by its zero norm (NaN): leave it at 0", _vlad_variant(nan_empty=True)),
         ],
+        axes=("local descriptor", "dimension"),
     ),
 }
 

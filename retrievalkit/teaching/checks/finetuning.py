@@ -154,6 +154,7 @@ TASKS: dict[str, Task] = {
             Mistake("forgets the factors 1/2", _contrastive_variant(half=1.0)),
             Mistake("forgets the max(0, .): a non-matching pair beyond the margin costs nothing", _contrastive_variant(hinge=False)),
         ],
+        axes=("pair", "dimension"),
     ),
     "triplet_loss": Task(
         "triplet_loss", _triplet_cases, _triplet_ref,
@@ -165,6 +166,7 @@ TASKS: dict[str, Task] = {
             Mistake("subtracts the margin: L = max(0, m + D(a, p) - D(a, n))", _triplet_variant(minus_margin=True)),
             Mistake("averages over the triplets that violate the margin only: average over all N", _triplet_variant(violating=True)),
         ],
+        axes=("triplet", "dimension"),
     ),
     "hard_negatives": Task(
         "hard_negatives", _mining_cases, _mining_ref,
@@ -177,6 +179,7 @@ TASKS: dict[str, Task] = {
             Mistake("returns the right negatives in index order: sort them nearest first", _mining_variant(index_order=True)),
             Mistake("skips the nearest negative", _mining_variant(skip=1)),
         ],
+        axes=("query", "dimension"),
     ),
 }
 

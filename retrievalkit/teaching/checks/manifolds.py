@@ -71,6 +71,7 @@ TASKS: dict[str, Task] = {
             Mistake("counts a neighbour only at the same rank in both: compare the k nearest as sets",
                     _knn_variant(score="same rank")),
         ],
+        axes=("point", "dimension"),
     ),
 }
 

@@ -117,6 +117,7 @@ TASKS: dict[str, Task] = {
             Mistake("treats junk images as positives", _map_junk_as_positive),
             Mistake("uses the finite-sum AP instead of the trapezoid rule", _map_finite_sum),
         ],
+        axes=("query", "rank"),
     ),
 }
 

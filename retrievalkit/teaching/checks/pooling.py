@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ...pooling import avg_pool, gem, mac, spoc, window_pool
-from .core import Case, Mistake, Task, random_maps, run_check
+from .core import MAP_AXES, Case, Mistake, Task, random_maps, run_check
 
 SLIDES = [[5, 3, 1, 2], [1, 2, 3, 2], [4, 2, 2, 5], [3, 6, 1, 1]]
 
@@ -122,6 +122,7 @@ TASKS: dict[str, Task] = {
             Mistake("moves the window by 1 instead of 2 (stride 1: overlapping windows)", _window_stride1),
             Mistake("returns the window sums for 'avg' (divide by the 4 values of the window)", _window_sum_for_avg),
         ],
+        axes=("row", "column"),
     ),
     "mac": Task(
         "mac", _mac_cases, mac,
@@ -131,6 +132,7 @@ TASKS: dict[str, Task] = {
             Mistake("takes the max over rows only, then the mean over columns", lambda x: x.amax(dim=-2).mean(dim=-1)),
             Mistake("takes the max of the absolute values", lambda x: x.abs().amax(dim=(-2, -1))),
         ],
+        axes=MAP_AXES,
     ),
     "spoc": Task(
         "spoc", _spoc_cases, _spoc_ref,
@@ -142,6 +144,7 @@ TASKS: dict[str, Task] = {
             Mistake("uses sigma = min(H, W)/3 instead of min(H, W)/6", _spoc_variant(sigma_divisor=3.0)),
             Mistake("uses exp(-d^2 / sigma^2), without the factor 2", _spoc_variant(factor_two=False)),
         ],
+        axes=MAP_AXES,
     ),
     "gem": Task(
         "gem", _gem_cases, _gem_ref,
@@ -154,6 +157,7 @@ TASKS: dict[str, Task] = {
             Mistake("clamps at 0 instead of eps", _gem_variant(floor="0")),
             Mistake("does not clamp: negative values give NaN", _gem_variant(floor="none")),
         ],
+        axes=MAP_AXES,
     ),
 }
 

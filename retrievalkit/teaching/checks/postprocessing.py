@@ -33,11 +33,13 @@ def _aqe_ref(Q: Any, X: Any, k: int, alpha: float) -> Any:
 
 
 def _aqe_variant(
-    *, query: bool = True, weighting: str = "s^alpha", skip: int = 0, farthest: bool = False, l2: bool = True, mean: bool = False
+    *, query: bool = True, weighting: str = "s^alpha", skip: int = 0, farthest: bool = False, l2: bool = True, mean: bool = False,
+    everything: bool = False,
 ) -> Callable[..., np.ndarray]:
     """alpha-QE with one step done wrong (float64 numpy); ``weighting`` "s^alpha" (right), "s" or "none"."""
     def f(Q: Any, X: Any, k: int, alpha: float) -> np.ndarray:
         Q, X = to_numpy(Q), to_numpy(X)
+        k = len(X) if everything else k
         S = Q @ X.T
         idx = np.argsort(S if farthest else -S, axis=1, kind="stable")[:, skip : skip + k]
         s = np.take_along_axis(S, idx, axis=1)
@@ -58,7 +60,9 @@ TASKS: dict[str, Task] = {
             Mistake("takes the k least similar vectors: the top-k have the highest q . x", _aqe_variant(farthest=True)),
             Mistake("is not L2-normalised", _aqe_variant(l2=False)),
             Mistake("divides the neighbours' sum by k: the query then outweighs them; add the sum itself", _aqe_variant(mean=True)),
+            Mistake("expands with the whole database: only the k most similar vectors are added", _aqe_variant(everything=True)),
         ],
+        axes=("query", "dimension"),
     ),
 }
 

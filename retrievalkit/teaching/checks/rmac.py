@@ -9,7 +9,7 @@ import torch
 
 from ...normalization import l2n
 from ...regions import rmac, rmac_regions
-from .core import Case, Mistake, Task, run_check
+from .core import MAP_AXES, Case, Mistake, Task, run_check
 
 
 # ---------------------------------------------------------------- the region grid
@@ -122,6 +122,7 @@ TASKS: dict[str, Task] = {
             Mistake("pools regions one cell too small (x[y:y+h-1, x:x+w-1], PyRetri): a region covers h x w cells",
                     _rmac_variant(shrink=1)),
         ],
+        axes=MAP_AXES,
     ),
 }
 
