@@ -5,7 +5,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from retrievalkit.teaching.exercises import BEGIN, END, make_exercise, write_exercises
+from retrievalkit.teaching.exercises import ANSWER_HERE, BEGIN, END, make_exercise, write_exercises
 
 ROOT = Path(__file__).resolve().parents[2]
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
@@ -37,9 +37,12 @@ def test_exercises_hide_the_answers_and_lock_the_checks():
         for cell in ex.cells:
             assert BEGIN not in cell.source and END not in cell.source
             meta = cell.metadata.get("nbgrader", {})
-            if meta.get("solution"):
+            if meta.get("solution") and cell.cell_type == "markdown":  # a written answer: empty, editable
+                assert cell.source == ANSWER_HERE and meta["grade"] and meta["points"] > 0
+                assert not meta["locked"] and "editable" not in cell.metadata
+            elif meta.get("solution"):
                 assert "raise NotImplementedError()" in cell.source
-            if meta.get("grade"):
+            elif meta.get("grade"):
                 assert meta["locked"] and cell.metadata["editable"] is False and cell.metadata["deletable"] is False
             if cell.cell_type == "code":
                 assert cell.outputs == [] and cell.execution_count is None
@@ -48,6 +51,16 @@ def test_exercises_hide_the_answers_and_lock_the_checks():
         ids = [c.metadata["nbgrader"]["grade_id"] for c in solved.cells if "nbgrader" in c.metadata]
         assert len(ids) == len(set(ids))
         assert all(c.metadata["nbgrader"]["schema_version"] == 3 for c in solved.cells if "nbgrader" in c.metadata)
+
+
+def test_every_exercise_has_a_written_question_graded_by_hand():
+    for sol in SOLUTIONS:
+        solved = nbformat.read(sol, as_version=4)
+        written = [i for i, c in enumerate(solved.cells) if c.cell_type == "markdown"
+                   and c.metadata.get("nbgrader", {}).get("solution") and c.metadata["nbgrader"].get("grade")]
+        assert written, f"{sol.name} has no written question"
+        for i in written:  # the question stands just above its answer, and the solution has a model answer
+            assert "graded by hand" in solved.cells[i - 1].source and len(solved.cells[i].source.split()) > 30
 
 
 def test_generator_replaces_only_the_marked_block_and_keeps_indentation():
