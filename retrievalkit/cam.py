@@ -8,7 +8,9 @@ Pipeline: class activation maps of the top classes (:func:`top_classes`,
 :func:`class_activation_maps`) weight the feature maps, giving one CroW-channel-weighted,
 L2-normalised vector per class (:func:`class_weighted`); these are optionally PCA-whitened
 and summed into one image vector (:func:`aggregate_classes`). :func:`cam_boxes` gives the
-boxes used for re-ranking and query expansion.
+boxes of the re-ranking: each box region of the top-R images is described by its class-weighted
+vector (:func:`box_vectors`), the top R are re-ranked by their best box and the query is
+expanded with the best boxes of the first ones (:func:`box_rerank`).
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from ._validate import check_finite, check_float_tensor, check_map_list, check_m
 from .crow import crow_channel_weights
 from .normalization import l2n
 
-__all__ = ["class_activation_maps", "top_classes", "class_weighted", "aggregate_classes", "cam_boxes", "class_vectors"]
+__all__ = ["class_activation_maps", "top_classes", "class_weighted", "aggregate_classes", "cam_boxes", "class_vectors",
+           "box_vectors", "box_rerank"]
 
 
 def _class_indices(classes: Any, n_images: int, n_classes: int, device: torch.device) -> torch.Tensor:
@@ -237,3 +240,66 @@ def class_vectors(net: Any, maps: Sequence[torch.Tensor], n: int | None = None, 
     with torch.inference_mode():
         out = rows_by_shape(maps, vectors, batch_size, "maps")
     return out.view(len(maps), -1, maps[0].shape[0])
+
+
+def box_vectors(features: torch.Tensor, cams: torch.Tensor, thresholds: float | Sequence[float] = (0.1, 0.2, 0.3, 0.4),
+                channel_weights: bool = True) -> torch.Tensor:
+    """The class-weighted vector of every CAM box of one image (Jimenez et al. 2017, re-ranking) -> ``(n T, C)``.
+
+    For each class map ``cams[c]`` ``(n, H, W)`` and each of its boxes ``[x1, y1, x2, y2]``
+    (:func:`cam_boxes` at the ``T`` thresholds): :func:`class_weighted` of the features and of
+    that CAM cropped to the box, ``features[:, y1:y2, x1:x2]``, with the CroW channel weights of
+    the crop, L2-normalised. Rows are class-major: class 0 at every threshold, then class 1, ...
+    ``features`` is one ``(C, H, W)`` map. All boxes are pooled at once, each as a mask over the map.
+    """
+    x, squeezed = check_maps(features, "features", nonnegative=channel_weights)
+    if not squeezed:
+        raise ValueError(f"features must be one (C, H, W) map, got shape {tuple(features.shape)}")
+    x = x[0]
+    m = check_float_tensor(cams, "cams", (3,), "(n, H, W) matching features").to(x)
+    if m.shape[-2:] != x.shape[-2:]:
+        raise ValueError(f"cams must have the features' spatial size {tuple(x.shape[-2:])}, got {tuple(m.shape)}")
+    boxes = [(c, box) for c in range(m.shape[0]) for box in cam_boxes(m[c], thresholds)]
+    inside = torch.zeros(len(boxes), *x.shape[-2:], dtype=x.dtype, device=x.device)
+    for b, (_, (x1, y1, x2, y2)) in enumerate(boxes):
+        inside[b, y1:y2, x1:x2] = 1
+    d = torch.einsum("khw,bhw->bk", x, inside * m[[c for c, _ in boxes]])  # sum over the box of x times the CAM
+    if channel_weights:  # CroW's w_k = log(sum_j Q_j / Q_k), Q_k the non-zero fraction of channel k in the box
+        q = torch.einsum("khw,bhw->bk", (x > 0).to(x.dtype), inside) / inside.sum(dim=(1, 2))[:, None]
+        d = d * torch.where(q > 0, torch.log(q.sum(dim=1, keepdim=True) / torch.where(q > 0, q, 1)), 0)
+    return l2n(d)
+
+
+def box_rerank(query: torch.Tensor, ranking: Any, boxes: Sequence[torch.Tensor], qe: int = 0) -> np.ndarray:
+    """Re-rank the top ``R = len(boxes)`` of one query's ranking by its best box, then expand -> ``(n_db,)``.
+
+    Jimenez et al. 2017: ``boxes[j]`` ``(B_j, D)`` holds the box descriptors (:func:`box_vectors`)
+    of the database image ``ranking[j]``; its new score is its best box, ``max_b q . boxes[j][b]``,
+    and the top ``R`` are sorted by it (best first, ties keep their order). With ``qe = k > 0``,
+    average query expansion with the best box of each of the first ``k`` re-ranked images:
+    ``q' = l2n(q + sum_j best_j)``, and the top ``R`` are sorted again by their best box against
+    ``q'``. The images after the top ``R`` keep their rank (they have no boxes). ``query`` ``(D,)``,
+    unit norm as the boxes; ``ranking`` database indices, best first.
+    """
+    q = check_float_tensor(query, "query", (1,), "(D,)")
+    order = np.asarray(ranking)
+    if order.ndim != 1 or order.dtype.kind not in "iu":
+        raise ValueError(f"ranking must be one query's ranking, a 1-D array of database indices, got {order!r}")
+    if isinstance(boxes, torch.Tensor) or len(boxes) == 0 or len(boxes) > len(order):
+        raise ValueError(f"boxes must be a list of 1..{len(order)} (B_j, D) tensors, one per top-ranked image")
+    B = [check_float_tensor(b, f"boxes[{j}]", (2,), f"(B_j, {q.shape[0]})") for j, b in enumerate(boxes)]
+    if any(b.shape[0] == 0 or b.shape[1] != q.shape[0] for b in B):
+        raise ValueError(f"boxes must each be (B_j, {q.shape[0]}) with B_j >= 1, like the query")
+    if isinstance(qe, bool) or not isinstance(qe, (int, np.integer)) or not 0 <= qe <= len(B):
+        raise ValueError(f"qe must be an integer in [0, {len(B)}] (the number of re-ranked images), got {qe!r}")
+
+    def sort(v: torch.Tensor) -> tuple[np.ndarray, list[torch.Tensor]]:
+        sims = [b.to(v) @ v for b in B]
+        best = torch.stack([s.max() for s in sims])
+        perm = torch.sort(best, descending=True, stable=True).indices.cpu().numpy()
+        return perm, [B[j][int(sims[j].argmax())].to(v) for j in perm]
+
+    perm, best = sort(q)
+    if qe:
+        perm, _ = sort(l2n(q + torch.stack(best[:qe]).sum(0)))
+    return np.concatenate([order[: len(B)][perm], order[len(B):]])

@@ -60,7 +60,7 @@ from .models import resized_hw
 from .normalization import l2n
 
 __all__ = ["feature_maps", "descriptors", "dataset_descriptors", "dataset_maps", "pool_maps", "pool_dataset_maps",
-           "decode", "forward_maps"]
+           "decode", "forward_maps", "image_batches", "combine_scales"]
 
 Pool = Callable[[torch.Tensor], torch.Tensor]
 Plan = list[tuple[tuple[int, int, int, int] | None, tuple[int, int]]]  # per image: integer crop or None, (h, w)
@@ -199,6 +199,17 @@ def _batches(
             bar.update(len(idx))
 
 
+def image_batches(
+    images: Sequence[str | os.PathLike | Image.Image], size: float | None = None,
+    boxes: Sequence[Sequence[float] | None] | None = None, batch_size: int = 8, num_workers: int | None = None,
+    device: torch.device | str = "cpu", progress: bool = True, desc: str = "images",
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """``(indices, uint8 batch (B, 3, h, w) on device)`` per group of equal-sized images, decoded, cropped
+    and resized as :func:`feature_maps` does (module docstring, steps 1-2), for callers that consume the
+    batches as they come (the benchmark's one-pass streaming)."""
+    return _batches(_check_images(images), size, boxes, batch_size, num_workers, torch.device(device), progress, desc)
+
+
 def decode(
     images: Sequence[str | os.PathLike | Image.Image], boxes: Sequence[Sequence[float] | None] | None = None,
     size: float | None = None,
@@ -264,7 +275,7 @@ def _check_scales(scales: Any) -> tuple[float, ...]:
 
 def _multiscale(model: nn.Module, x: torch.Tensor, pool: Pool, scales: tuple[float, ...], power: float) -> torch.Tensor:
     """cirtorch's ``extract_ms`` on a normalised batch ``x`` -> ``(B, D)`` float32, unit rows."""
-    total = None
+    vectors = []
     for s in scales:
         if math.floor(min(x.shape[-2:]) * s) < 1:
             raise ValueError(f"scales: scale {s} shrinks a {tuple(x.shape[-2:])} input to nothing")
@@ -275,9 +286,14 @@ def _multiscale(model: nn.Module, x: torch.Tensor, pool: Pool, scales: tuple[flo
         v = l2n(v.float())
         if power != 1 and bool((v < 0).any()):
             raise ValueError(f"power = {power} needs non-negative descriptors (e.g. GeM), but pool gave negative values")
-        v = v if power == 1 else v.pow(power)
-        total = v if total is None else total + v
-    v = total / len(scales)
+        vectors.append(v)
+    return combine_scales(vectors, power)
+
+
+def combine_scales(vectors: Sequence[torch.Tensor], power: float = 1.0) -> torch.Tensor:
+    """cirtorch's ``extract_ms`` fusion of per-scale unit descriptors ``(B, D)``:
+    ``l2n((mean_s v_s^power)^(1/power))`` (module docstring, step 3)."""
+    v = sum(v if power == 1 else v.pow(power) for v in vectors) / len(vectors)
     return l2n(v if power == 1 else v.pow(1.0 / power))
 
 

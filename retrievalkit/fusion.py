@@ -5,7 +5,8 @@ Seddati et al., "Towards good practices for image retrieval based on CNN feature
 feature maps to the largest one and sum them ("early fusion"), where Gordo et al. pool each
 resolution and sum the descriptors ("late fusion"). The descriptors of the last two layers are
 concatenated (:func:`retrievalkit.postprocess.fuse`) and an optional CAM mask restricts pooling
-to the object ("local R-MAC").
+to the object ("local R-MAC"); an image then keeps its global and its local descriptor, and two
+images are as far apart as the nearer of the two pairs (:func:`global_local_distance`).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ._validate import check_maps, check_rows, positive_number, unbatch
 from .normalization import l2n
 from .regions import os_rmac
 
-__all__ = ["SEDDATI_RESOLUTIONS", "early_fusion", "late_fusion", "cam_mask", "local_rmac"]
+__all__ = ["SEDDATI_RESOLUTIONS", "early_fusion", "late_fusion", "cam_mask", "local_rmac", "global_local_distance"]
 
 SEDDATI_RESOLUTIONS = (1050, 800, 550)  # longest side of the three inputs (Algorithm 1)
 
@@ -92,3 +93,30 @@ def local_rmac(x: torch.Tensor, cam: torch.Tensor, factor: float = 0.9, L: int =
     if mask.shape[-2:] != x4.shape[-2:]:
         mask = F.interpolate(mask, size=x4.shape[-2:], mode="nearest")
     return unbatch(os_rmac(x4 * mask, L=L), squeezed)
+
+
+def global_local_distance(
+    query_global: torch.Tensor, database_global: torch.Tensor, query_local: torch.Tensor, database_local: torch.Tensor,
+    p: float = 1.0,
+) -> torch.Tensor:
+    """Distance of Seddati et al. with the CAM: ``min(||g_q - g_x||_p, ||l_q - l_x||_p)`` -> ``(n_q, n_x)``.
+
+    Each image keeps a global descriptor ``g`` (R-MAC of the whole map) and a local one ``l``
+    (:func:`local_rmac`); the paper (Sec. 4.1) computes the Manhattan distance (``p = 1``, the
+    default) between the query and every database image for both, keeps the smaller one and ranks by
+    it, nearest first (``torch.argsort(d, dim=1, stable=True)``). Global with global and local with
+    local only: no cross pairs. All four are ``(n, D)`` rows of one width ``D``.
+    """
+    p = positive_number(p, "p")
+    names = ("query_global", "database_global", "query_local", "database_local")
+    given = (query_global, database_global, query_local, database_local)
+    rows = [torch.as_tensor(check_rows(v, n)) for v, n in zip(given, names)]
+    for a, b, what in ((0, 2, "query"), (1, 3, "database image")):
+        if rows[a].shape != rows[b].shape:
+            raise ValueError(f"{names[b]} must have the shape of {names[a]} (one row per {what}), "
+                             f"got {tuple(rows[b].shape)} and {tuple(rows[a].shape)}")
+    if rows[0].shape[1] != rows[1].shape[1]:
+        raise ValueError(f"database_global must have the width of query_global ({rows[0].shape[1]}), "
+                         f"got {rows[1].shape[1]}")
+    qg, xg, ql, xl = (r.to(torch.promote_types(r.dtype, torch.float32)) for r in rows)
+    return torch.minimum(torch.cdist(qg, xg, p=p), torch.cdist(ql, xl, p=p))

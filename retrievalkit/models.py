@@ -6,6 +6,8 @@
   classifier (and that CAM weights: ``A`` in ``cam_c = sum_k W[c, k] A_k``);
 * ``multi_layer(x)``: ``[penultimate, last]`` maps, for the multi-layer descriptors of Seddati et al. (ICCVW 2017);
 * ``logits(maps)`` and ``forward(x) = logits(features(x))``;
+* ``fc_features(maps)``: the classifier's input, the survey's "fully connected" features
+  (VGG16's fc7; the global average pool for the two GAP -> FC networks);
 * ``fc_weight`` ``(n_classes, K)`` / ``fc_bias`` of the global-average-pool -> FC classifier;
 * ``mean``, ``std`` and ``transform(image)``: uint8 RGB -> normalised float, *no resizing*
   (retrieval keeps the whole image; :func:`resize_longest` resizes on request);
@@ -109,6 +111,13 @@ class Backbone(nn.Module):
     def logits(self, maps: torch.Tensor) -> torch.Tensor:
         """Class scores ``(N, 1000)`` from the maps of :meth:`features`."""
         raise NotImplementedError
+
+    def fc_features(self, maps: torch.Tensor) -> torch.Tensor:
+        """The "fully connected" descriptor of the Chen et al. survey (TPAMI 2022), the classifier's
+        input, from the maps of :meth:`features`: VGG16's fc7 after its ReLU ``(N, 4096)`` (the layer
+        before fc8, the classifier); Lite0 and ResNet50 have no hidden FC layer, so theirs is the
+        global average pool that feeds their only FC layer, the classifier ``(N, K)``."""
+        return maps.mean(dim=(-2, -1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits(self.features(x))
@@ -292,9 +301,13 @@ class _VGG16(Backbone):
         relu4_3 = self.net.features[:23](x)
         return [relu4_3, self.net.features[23:30](relu4_3)]
 
-    def logits(self, maps: torch.Tensor) -> torch.Tensor:
+    def fc_features(self, maps: torch.Tensor) -> torch.Tensor:
         pool5 = self.net.features[30](maps)
-        return self.net.classifier(torch.flatten(self.net.avgpool(pool5), 1))
+        # classifier = fc6, ReLU, dropout, fc7, ReLU, dropout, fc8: keep up to fc7's ReLU
+        return self.net.classifier[:5](torch.flatten(self.net.avgpool(pool5), 1))
+
+    def logits(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.net.classifier[5:](self.fc_features(maps))
 
 
 _CLASSES = {"efficientnet_lite0": _Lite0, "resnet50": _ResNet50, "vgg16": _VGG16}

@@ -22,9 +22,10 @@ def annotated_map(ax: Any, values: Any, title: str = "", fmt: str = "{:g}", cmap
     m = _array(values)
     if m.ndim != 2:
         raise ValueError(f"values must be a 2-D map, got shape {m.shape}")
-    ax.imshow(m, cmap=cmap, vmin=min(0, m.min()), vmax=m.max() if m.max() > 0 else 1)
+    im = ax.imshow(m, cmap=cmap, vmin=min(0, m.min()), vmax=m.max() if m.max() > 0 else 1)
     for (i, j), v in np.ndenumerate(m):
-        ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=12)
+        dark = np.mean(im.cmap(im.norm(v))[:3]) < 0.5  # white numbers on dark cells
+        ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=12, color="white" if dark else "black")
     ax.set_xticks(range(m.shape[1]))
     ax.set_yticks(range(m.shape[0]))
     ax.set_title(title)

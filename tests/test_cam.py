@@ -4,7 +4,8 @@ import pytest
 import torch
 from sklearn.decomposition import PCA
 
-from retrievalkit.cam import aggregate_classes, cam_boxes, class_activation_maps, class_vectors, class_weighted, top_classes
+from retrievalkit.cam import (aggregate_classes, box_rerank, box_vectors, cam_boxes, class_activation_maps, class_vectors,
+                              class_weighted, top_classes)
 
 
 def gen(seed):
@@ -316,3 +317,58 @@ def test_class_vectors_top_classes_and_given_classes():
 def test_class_vectors_rejects_bad_input(maps, kwargs, name):
     with pytest.raises(ValueError, match=name):
         class_vectors(FakeNet(torch.rand(6, 4)), maps, **kwargs)
+
+
+def _box_example():
+    cam = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.5, 0.0], [0.0, 0.0, 0.0, 0.05]])
+    x = torch.full((2, 3, 4), 7.0)  # outside the boxes: never pooled
+    x[:, 1, 1] = torch.tensor([2.0, 1.0])
+    x[:, 1, 2] = torch.tensor([0.0, 4.0])
+    return x, cam
+
+
+def test_box_vectors_pool_each_box_with_its_cam_by_hand():
+    x, cam = _box_example()
+    # t = 0.1: cells (1,1), (1,2) -> box [1, 1, 3, 2]; t = 0.6: cell (1,1) -> box [1, 1, 2, 2]
+    plain = box_vectors(x, cam[None], thresholds=(0.1, 0.6), channel_weights=False)
+    # box 1: d0 = 2*1 + 0*0.5 = 2, d1 = 1*1 + 4*0.5 = 3; box 2: d0 = 2, d1 = 1
+    torch.testing.assert_close(plain, torch.tensor([[2.0, 3.0], [2.0, 1.0]]) / torch.tensor([[13.0], [5.0]]).sqrt())
+    # CroW channel weights of the crop: box 1 has Q0 = 1/2, Q1 = 1 -> w = log 3, log 1.5; box 2 equal weights
+    weighted = box_vectors(x, cam[None], thresholds=(0.1, 0.6))
+    v = torch.tensor([2 * np.log(3.0), 3 * np.log(1.5)], dtype=torch.float32)
+    torch.testing.assert_close(weighted[0], v / v.norm())
+    torch.testing.assert_close(weighted[1], plain[1])
+    # two class maps: class-major rows
+    assert box_vectors(x, torch.stack([cam, cam]), thresholds=(0.1, 0.6)).shape == (4, 2)
+    with pytest.raises(ValueError, match="features"):
+        box_vectors(x[None], cam[None])
+    with pytest.raises(ValueError, match="cams"):
+        box_vectors(x, cam[None, :, :3])
+
+
+def test_box_rerank_sorts_the_top_by_the_best_box_then_expands_by_hand():
+    q = torch.tensor([1.0, 0.0])
+    ranking = np.array([2, 0, 1, 3])
+    boxes = [torch.tensor([[0.6, 0.8]]),                 # image 2: best box 0.6
+             torch.tensor([[0.0, 1.0], [0.75, -0.66]]),  # image 0: best box 0.75
+             torch.tensor([[0.8, 0.6]])]                 # image 1: best box 0.8
+    assert box_rerank(q, ranking, boxes).tolist() == [1, 0, 2, 3]  # image 3 has no boxes: stays last
+    # qe=1: q' ~ (1, 0) + (0.8, 0.6) = (1.8, 0.6): image 2 scores 1.08 + 0.48 = 1.56, image 0 1.35 - 0.396 = 0.954
+    assert box_rerank(q, ranking, boxes, qe=1).tolist() == [1, 2, 0, 3]
+    # only the top R = len(boxes) move
+    assert box_rerank(q, ranking, boxes[:2]).tolist() == [0, 2, 1, 3]
+    with pytest.raises(ValueError, match="qe"):
+        box_rerank(q, ranking, boxes, qe=4)
+    with pytest.raises(ValueError, match="boxes"):
+        box_rerank(q, ranking, [torch.ones(1, 3)])
+    with pytest.raises(ValueError, match="ranking"):
+        box_rerank(q, ranking.astype(float), boxes)
+
+
+def test_box_vectors_equal_class_weighted_on_each_crop():
+    x = torch.relu(torch.randn(6, 7, 9, generator=gen(3), dtype=torch.float64))
+    cams = torch.rand(2, 7, 9, generator=gen(4), dtype=torch.float64)
+    out = box_vectors(x, cams, thresholds=(0.3, 0.8))
+    expected = [class_weighted(x[None, :, y1:y2, x1:x2], cam[None, None, y1:y2, x1:x2])[0, 0]
+                for cam in cams for x1, y1, x2, y2 in cam_boxes(cam, (0.3, 0.8))]
+    torch.testing.assert_close(out, torch.stack(expected))

@@ -76,3 +76,10 @@ def test_each_example_parses_to_its_command():
         for example in _examples(epilog):
             args = parser().parse_args(example.split()[3:])
             assert args.command == command
+
+
+def test_grade_warns_against_a_seed_reused_across_rounds_and_refuses_no_files(capsys, tmp_path):
+    seed = next(a for a in _commands()["grade"]._actions if "--seed" in a.option_strings)
+    assert "secret, fresh" in seed.help and "never reuse a fixed seed across rounds" in seed.help
+    assert main(["grade", str(tmp_path), "--out", str(tmp_path / "out"), "--files", "0"]) == 2
+    assert "--files must be >= 1, got 0" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -146,3 +146,43 @@ def test_multi_pass_rejects_bad_input():
         multipass.multi_pass(image, [(0, 0, 4, 4)], mean_colour, aggregate="mean")
     with pytest.raises(ValueError, match="embed"):
         multipass.patch_descriptors(image, [(0, 0, 4, 4)], lambda b: b)
+
+
+def test_multi_pass_resizes_every_patch_to_the_network_input():
+    calls = []
+
+    def embed(batch):
+        calls.append(tuple(batch.shape))
+        return batch.float().mean(dim=(2, 3))
+
+    # a constant colour stays that colour under any resize, so each patch keeps its colour
+    image = torch.zeros(3, 12, 16, dtype=torch.uint8)
+    image[:, :, 8:] = 200
+    boxes = [(0, 0, 16, 12), (0, 0, 8, 6), (8, 6, 16, 12)]
+    d = multipass.patch_descriptors(image, boxes, embed, size=(10, 10))
+    assert calls == [(3, 3, 10, 10)]  # three passes at the input size, one batch
+    torch.testing.assert_close(d[1:], torch.tensor([[0.0] * 3, [200.0] * 3]))
+    with pytest.raises(ValueError, match="size"):
+        multipass.patch_descriptors(image, boxes, embed, size=(0, 10))
+
+
+def test_global_local_distance_keeps_the_nearer_pair_by_hand():
+    qg, ql = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]])
+    xg = torch.tensor([[0.0, 1.0], [1.0, 1.0], [4.0, 0.0]])
+    xl = torch.tensor([[0.0, 0.5], [2.0, 2.0], [0.0, 0.0]])
+    # Manhattan: global |1-0|+|0-1| = 2, 1, 3; local 0.5, 4, 0 -> minimum 0.5, 1, 0
+    d = fusion.global_local_distance(qg, xg, ql, xl)
+    torch.testing.assert_close(d, torch.tensor([[0.5, 1.0, 0.0]]))
+    # Euclidean: global sqrt 2, 1, 3; local 0.5, sqrt 8, 0
+    torch.testing.assert_close(fusion.global_local_distance(qg, xg, ql, xl, p=2), torch.tensor([[0.5, 1.0, 0.0]]))
+    assert torch.argsort(d, dim=1, stable=True).tolist() == [[2, 0, 1]]
+
+
+def test_global_local_distance_rejects_mismatched_rows():
+    a, b = torch.rand(2, 3), torch.rand(4, 3)
+    with pytest.raises(ValueError, match="query_local"):
+        fusion.global_local_distance(a, b, torch.rand(3, 3), b)
+    with pytest.raises(ValueError, match="database_global"):
+        fusion.global_local_distance(a, torch.rand(4, 5), a, torch.rand(4, 5))
+    with pytest.raises(ValueError, match="p"):
+        fusion.global_local_distance(a, b, a, b, p=0)

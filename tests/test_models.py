@@ -20,6 +20,12 @@ def resnet():
     return M.backbone("resnet50", pretrained=False)
 
 
+@pytest.fixture(scope="module")
+def vgg():
+    torch.manual_seed(0)
+    return M.backbone("vgg16", pretrained=False)
+
+
 def test_lite0_self_check_passes(lite0):
     assert lite0.self_check() == M.EGYPTIAN_CAT == 285
 
@@ -78,9 +84,7 @@ def test_resnet50_wiring_with_random_weights(resnet):
     torch.testing.assert_close(logits, maps.mean(dim=(2, 3)) @ resnet.fc_weight.T + resnet.fc_bias, atol=1e-4, rtol=1e-4)
 
 
-def test_vgg16_wiring_with_random_weights():
-    torch.manual_seed(0)
-    vgg = M.backbone("vgg16", pretrained=False)
+def test_vgg16_wiring_with_random_weights(vgg):
     x = torch.randn(1, 3, 64, 96)
     with torch.inference_mode():
         relu4_3, relu5_3 = vgg.multi_layer(x)
@@ -91,6 +95,32 @@ def test_vgg16_wiring_with_random_weights():
     torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
     # FC layers on pool5, not GAP -> FC: no class activation maps
     assert not vgg.supports_cam and vgg.fc_weight is None and vgg.fc_bias is None
+
+
+def _input_of(module, run):
+    """What ``module`` received during ``run()`` (a forward pre-hook: the packages' own forward)."""
+    seen = []
+    handle = module.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    try:
+        with torch.inference_mode():
+            run()
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def test_fc_features_are_the_classifiers_input(lite0, resnet, vgg):
+    x = torch.randn(1, 3, 64, 96)
+    # VGG16: fc7 after its ReLU is what torchvision's forward feeds to the last layer, fc8
+    fc7 = _input_of(vgg.net.classifier[6], lambda: vgg.net(x))
+    with torch.inference_mode():
+        torch.testing.assert_close(vgg.fc_features(vgg.features(x)), fc7)
+    assert fc7.shape == (1, 4096) and fc7.min() >= 0
+    for net, fc in ((lite0, lite0.net._fc), (resnet, resnet.net.fc)):
+        seen = _input_of(fc, lambda: net.net(x))
+        with torch.inference_mode():
+            torch.testing.assert_close(net.fc_features(net.features(x)), seen, atol=1e-5, rtol=1e-5)
+        assert seen.shape == (1, net.out_channels)
 
 
 @pytest.mark.parametrize("name, file", [("resnet50", "resnet50-0676ba61.pth"), ("vgg16", "vgg16-397923af.pth")])

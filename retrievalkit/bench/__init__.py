@@ -16,24 +16,29 @@ the same dataset, method, variant and backbone (blank where none exists) and the
 * **search**: the variant's steps applied to queries and database, then the exact ranking (the
   least of three runs).
 
-The maps used for the descriptors come from the cache (the float16 maps every lecture reads, so the
-mini numbers are the lectures' numbers); decode and network are therefore timed on a **separate fresh
-pass** (:func:`timed_pass`) over ``timing_images`` images (default 100, evenly spaced over queries +
-database), never read from the cache: the ``timed`` column says how many. Learning (whitening, the
+**Mini** describes the cached maps (the float16 maps every lecture reads, so the mini numbers are the
+lectures' numbers); decode and network are therefore timed on a **separate fresh pass**
+(:func:`timed_pass`) over ``timing_images`` images (default 100, evenly spaced over queries +
+database), never read from the cache: the ``timed`` column says how many. **Every other dataset**
+(the real ones, ``synthetic-oxford``) is described in one streaming pass (:mod:`.stream`): each batch
+of maps is pooled by every method on the model's device and only descriptors are kept, so host memory
+does not grow with the dataset beyond the descriptors; ``timed`` is then queries + database, ``decode``
+the time the pass waited for its decoding workers and ``network`` its forward passes. Learning (whitening, the
 VLAD codebook and its local PCA) happens offline on another set and is not part of any stage. Images
 per second is ``timed / seconds`` for decode and network, ``(queries + database) / seconds`` for
 pooling and ``queries / seconds`` for search (queries answered per second).
 
 Whitening and codebooks are learnt on another set, as the papers do: Paris6k for Oxford5k and vice
-versa (rParis6k for rOxford5k and vice versa), the training split for the mini benchmark. The parts
+versa (rParis6k for rOxford5k and vice versa), the training split for the mini benchmark and
+``synthetic-oxford``. The parts
 are data: a method (:mod:`.methods`) is a describer whose parameters are its setting (its repr); a
 variant (:mod:`.variants`) is a named tuple of steps (:class:`PCAw`, :class:`AlphaQE`), each learnt
 on the training descriptors and applied in order; :mod:`.published` holds the published numbers and
 their papers. Every method is whitened after pooling, the same way; Jimenez et al. (BMVC 2017)
 whiten each class vector of CAM before the sum instead (its published row says so).
 
-Real mode holds the maps of a dataset and of its whitening set in memory as float32 (VGG16 at 1024:
-about 30 GB each); it is meant for a GPU machine with ample memory.
+CAM needs a global-average-pooling -> FC classifier: VGG16 has none, so with VGG16 the table has a CAM
+row that says so (``note``) instead of numbers; ResNet50 and Lite0 have CAM rows.
 """
 from __future__ import annotations
 
@@ -53,23 +58,28 @@ from .._atomic import write_atomic
 from .._batching import rows_by_shape
 from .methods import CAM_CLASSES, METHODS, VLAD, VLAD_K, VLAD_LOCAL_DIM, CAMOffline, Method, Pooled
 from .published import PAPERS, PUBLISHED, Paper
+from . import stream
+from .stream import Part
 from .variants import VARIANTS, AlphaQE, Apply, Descriptors, PCAw, Step, Variant
 
 __all__ = ["BENCHMARKS", "METHODS", "VARIANTS", "PAPERS", "Paper", "PUBLISHED", "COLUMNS", "PROTOCOLS", "Method", "Pooled",
            "CAMOffline", "VLAD", "Variant", "Step", "PCAw", "AlphaQE", "Maps", "Described", "load_datasets",
            "benchmark_maps", "timed_pass", "describe", "variant_row", "dataset_rows", "run", "markdown", "write_table",
-           "CAM_CLASSES", "VLAD_K", "VLAD_LOCAL_DIM", "REAL_SIZE"]
+           "CAM_CLASSES", "VLAD_K", "VLAD_LOCAL_DIM", "REAL_SIZE", "streamed_rows", "NO_CAM"]
 
 REAL_SIZE = 1024  # longest side of the real benchmarks' images (cirtorch, Seddati et al., Jimenez et al.)
-BENCHMARKS = ("mini", "oxford5k", "paris6k", "roxford5k", "rparis6k")
+BENCHMARKS = ("mini", "oxford5k", "paris6k", "roxford5k", "rparis6k", "synthetic-oxford")
+TRAIN_SPLIT = ("mini", "synthetic-oxford")  # learn on their own training split
 OTHER = {"oxford5k": "paris6k", "paris6k": "oxford5k", "roxford5k": "rparis6k", "rparis6k": "roxford5k"}
 
 PROTOCOLS = {"original": "old", "medium": "M", "hard": "H"}
 COLUMNS = ("dataset", "model", "method", "variant", "dim", "old", "M", "H", "published old", "published M",
            "published H", "published setting", "timed", "decode s", "decode img/s", "network s", "network img/s",
-           "pooling s", "pooling img/s", "search s", "search img/s", "setting")
+           "pooling s", "pooling img/s", "search s", "search img/s", "setting", "note")
 """The columns of a row; mAP in %, blank where the dataset has no such protocol; ``setting``: the
-method's and the variant's parameters."""
+method's and the variant's parameters; ``note``: why a row has no numbers."""
+NO_CAM = ("no CAM: {model} has no global-average-pooling -> FC classifier to weight its maps by (the CAM paper "
+          "trains one on VGG16; torchvision ships none); CAM runs with resnet50 or efficientnet_lite0")
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,7 +109,7 @@ def load_datasets(names: Sequence[str], root: Any = None, download: bool = False
     """Each benchmark and the set its whitening is learnt on (None for mini: its training split), all
     loaded first so that a missing one raises :class:`retrievalkit.datasets.DatasetNotFoundError` at once."""
     pairs = [(datasets.load(n, root=root, download=download), n) for n in names]
-    return [(ds, None if n == "mini" else datasets.load(OTHER[n], root=root, download=download)) for ds, n in pairs]
+    return [(ds, None if n in TRAIN_SPLIT else datasets.load(OTHER[n], root=root, download=download)) for ds, n in pairs]
 
 
 def benchmark_maps(net: models.Backbone, ds: datasets.Dataset, other: datasets.Dataset | None,
@@ -198,10 +208,37 @@ def variant_row(ds: datasets.Dataset, model: str, method: Method, described: Des
 def dataset_rows(net: models.Backbone, model: str, ds: datasets.Dataset, other: datasets.Dataset | None,
                  methods: Sequence[Method], variants: Sequence[Variant], size: float | None,
                  timing_images: int | None) -> list[dict[str, Any]]:
-    """The rows of one dataset: its maps and timed pass once, each method described once, a row per variant."""
+    """The rows of the mini set: its cached maps and timed pass once, each method described once, a row per variant."""
     maps, stage = benchmark_maps(net, ds, other, size), timed_pass(net, ds, size, timing_images)
     described = [(method, describe(method, net, maps)) for method in methods]
     return [variant_row(ds, model, method, d, variant, stage) for method, d in described for variant in variants]
+
+
+def streamed_rows(net: models.Backbone, model: str, ds: datasets.Dataset, other: datasets.Dataset | None,
+                  methods: Sequence[Method], variants: Sequence[Variant], size: float | None, batch_size: int = 8,
+                  num_workers: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """The rows of a real (or synthetic) dataset, described in one streaming pass (:func:`.stream.stream`):
+    the training set (``other``'s database, or ``ds``'s training split when ``other`` is None), the
+    queries cropped to their boxes, the database."""
+    parts = [Part("queries", [str(q) for q in ds.queries], [ds.bbx(i) for i in range(len(ds.queries))]),
+             Part("database", [str(p) for p in ds.images])]
+    if other is None:
+        split = ds.split("train")
+        learn = [parts[1].images[i] for i in split]
+    else:
+        learn = [str(p) for p in other.images]
+        parts.append(Part("train", learn))
+    s = stream.stream(net, methods, parts, size, learn, batch_size, num_workers, progress)
+    stage = {"timed": len(ds.queries) + len(ds.images),
+             **{f"{k} s": s.seconds["queries"][k] + s.seconds["database"][k] for k in ("decode", "network")}}
+    rows = []
+    for method in methods:
+        d = s.descriptors[method.name]
+        T = d["train"] if other is not None else d["database"][torch.as_tensor(split)]
+        pool = sum(s.seconds[p][f"pool {method.name}"] for p in ("queries", "database"))
+        rows += [variant_row(ds, model, method, Described(d["queries"], d["database"], T, pool), v, stage)
+                 for v in variants]
+    return rows
 
 
 def _check_names(values: Any, allowed: Sequence[str], name: str) -> list[str]:
@@ -232,6 +269,12 @@ def _check_methods(names: list[str] | None, net: models.Backbone, model: str) ->
     return [METHODS[m] for m in names]
 
 
+def _no_cam_row(ds: datasets.Dataset, model: str) -> dict[str, Any]:
+    """The row that says why a backbone without a GAP -> FC classifier (VGG16) has no CAM numbers."""
+    return {**{c: "" for c in COLUMNS}, "dataset": ds.name, "model": model, "method": "CAM",
+            "setting": METHODS["CAM"].setting, "note": NO_CAM.format(model=model)}
+
+
 def _image_size(name: str, size: float | None) -> float | None:
     """``size`` when given, else the images as stored for mini (as the lectures), :data:`REAL_SIZE` otherwise."""
     return size if size is not None else (None if name == "mini" else REAL_SIZE)
@@ -247,6 +290,9 @@ def run(
     size: float | None = None,
     device: str | None = None,
     timing_images: int | None = 100,
+    database_images: int | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """The benchmark: one row (a dict with :data:`COLUMNS`) per dataset, method and variant.
 
@@ -255,7 +301,11 @@ def run(
     objects. ``size``: longest image side (default: the images as stored for mini, as the lectures;
     1024 for the real benchmarks). ``device`` defaults to CUDA when available. Every dataset (and the
     set its whitening is learnt on) is loaded before any work (:func:`load_datasets`); ``download=True``
-    fetches a missing one.
+    fetches a missing one. ``timing_images``: mini's fresh timed pass (the others time their one pass).
+    ``database_images``: only the first that many database images of each dataset (all its queries,
+    the ground truth renumbered: :meth:`retrievalkit.datasets.Dataset.subset`; a whitening set of
+    another dataset is used whole). ``batch_size``: images
+    per forward pass of the streaming pass; ``progress``: its progress bars.
     """
     names = _check_names(dataset_names, BENCHMARKS, "dataset_names")
     _check_names([model], models.BACKBONES, "model")
@@ -264,11 +314,25 @@ def run(
     if timing_images is not None and (isinstance(timing_images, bool) or not isinstance(timing_images, int)
                                       or timing_images < 1):
         raise ValueError(f"timing_images must be None or an integer >= 1, got {timing_images!r}")
+    if database_images is not None and (isinstance(database_images, bool) or not isinstance(database_images, int)
+                                        or database_images < 1):
+        raise ValueError(f"database_images must be None or an integer >= 1, got {database_images!r}")
     loaded = load_datasets(names, root, download)
+    if database_images is not None:
+        loaded = [(ds.subset(range(len(ds.queries)), range(min(database_images, len(ds)))), other)
+                  for ds, other in loaded]
     net = models.backbone(model, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
     chosen_methods = _check_methods(method_names, net, model)
-    return [row for ds, other in loaded for row in dataset_rows(
-        net, model, ds, other, chosen_methods, chosen, _image_size(ds.name, size), timing_images)]
+    rows = []
+    for ds, other in loaded:
+        size_ds = _image_size(ds.name, size)
+        if ds.name == "mini":
+            rows += dataset_rows(net, model, ds, other, chosen_methods, chosen, size_ds, timing_images)
+        else:
+            rows += streamed_rows(net, model, ds, other, chosen_methods, chosen, size_ds, batch_size, progress=progress)
+        if method_names is None and not net.supports_cam:
+            rows.append(_no_cam_row(ds, model))
+    return rows
 
 
 def _text(value: Any, column: str) -> str:
@@ -276,7 +340,7 @@ def _text(value: Any, column: str) -> str:
         return str(value)
     if column.endswith(" s"):
         return f"{value:.3f}"
-    return f"{value:.1f}" if column.endswith("img/s") else f"{value:.2f}"
+    return f"{value:.1f}" if column.endswith(("img/s", "q/s")) else f"{value:.2f}"
 
 
 def markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] = COLUMNS) -> str:
@@ -286,18 +350,20 @@ def markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] = COLUMNS) -
     return "\n".join(lines) + "\n"
 
 
-def write_table(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``bench.csv`` (every column, full precision) and ``bench.md`` (:func:`markdown`) into
-    ``out_dir`` (created), each atomically (a temporary file, then ``os.replace``) -> their paths."""
+def write_table(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike, columns: Sequence[str] = COLUMNS,
+                name: str = "bench") -> tuple[Path, Path]:
+    """Write ``<name>.csv`` (every column, full precision) and ``<name>.md`` (:func:`markdown`) into
+    ``out_dir`` (created), each atomically (a temporary file, then ``os.replace``) -> their paths.
+    ``columns``: :data:`COLUMNS`, or :data:`.speed.SPEED_COLUMNS` for the speed table."""
     if not rows:
         raise ValueError("rows must hold at least one row of run()")
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    csv_path, md_path = folder / "bench.csv", folder / "bench.md"
+    csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
     write_atomic(csv_path, buffer.getvalue().encode("utf-8"))
-    write_atomic(md_path, markdown(rows).encode("utf-8"))
+    write_atomic(md_path, markdown(rows, columns).encode("utf-8"))
     return csv_path, md_path

@@ -63,7 +63,11 @@ class VLAD:
     n_iter: int = 10
 
     def build(self, net: models.Backbone, train: list[torch.Tensor]) -> Describe:
-        local = torch.cat([encoding.local_descriptors(m) for m in train])
+        return self.fit(torch.cat([encoding.local_descriptors(m) for m in train]))
+
+    def fit(self, local: torch.Tensor) -> Describe:
+        """The describer, its PCA and codebook learnt on the rows of ``local`` ``(n, C)`` (at most
+        ``positions`` of them, drawn with ``seed``); the streaming benchmark gives a bounded sample."""
         if local.shape[0] > self.positions:
             draw = torch.randperm(local.shape[0], generator=torch.Generator().manual_seed(self.seed))
             local = local[draw[: self.positions]]

@@ -17,7 +17,7 @@ from .groundtruth import DatasetNotFoundError, read_gnd, write_gnd
 
 __all__ = ["NAMES", "Dataset", "resolve_root", "load", "build_mini"]
 
-NAMES = ("mini", "oxford5k", "paris6k", "roxford5k", "rparis6k", "holidays", "ukbench")
+NAMES = ("mini", "oxford5k", "paris6k", "roxford5k", "rparis6k", "holidays", "ukbench", "synthetic-oxford")
 
 
 # (file in download.REGISTRY, folder of root/<name> it goes to, the archive members kept).
@@ -106,8 +106,11 @@ class Dataset:
                              f"and {len(self.imlist)} images")
         new = {old: j for j, old in enumerate(keep)}
         gnd = [{k: ([new[i] for i in v if i in new] if k != "bbx" else v) for k, v in self.gnd[i].items()} for i in q]
+        # per-image lists of the pickle (mini: objects, split, views) follow the images kept
+        info = {k: [v[i] for i in keep] if isinstance(v, list) and len(v) == len(self.imlist) else v
+                for k, v in self.info.items()}
         return Dataset(self.name, self.root, [self.imlist[i] for i in keep], [self.qimlist[i] for i in q], gnd,
-                       self.image_dir, dict(self.info))
+                       self.image_dir, info)
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
@@ -236,6 +239,8 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = Fals
     * holidays: queries are the images with number % 100 == 0, their own junk
       (:func:`retrievalkit.evaluate.holidays_gnd`); images as distributed, some sideways.
     * ukbench: every image a query, ok = its group of 4; ``evaluate`` gives the N-S score.
+    * synthetic-oxford: the full-size offline set of :mod:`.synthetic` (rOxford5k's form and counts),
+      built on first use (minutes); a complete set already there, of any size, is used as it is.
 
     A missing dataset raises :class:`DatasetNotFoundError` (a ``FileNotFoundError``) saying what
     is missing, where, and how to fetch it; ``download=True`` fetches it (resumable, hash-checked).
@@ -246,6 +251,12 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = Fals
     ds = base / name
     if name == "mini":
         ds = build_mini(base)  # returns at once when the set of this seed and version is there
+        image_dir = ds / "jpg"
+    elif name == "synthetic-oxford":
+        from . import synthetic
+
+        if synthetic.built_meta(ds) is None:  # any complete set of this version is used as it is
+            synthetic.build_synthetic(base)
         image_dir = ds / "jpg"
     else:
         missing = _missing(name, base)
@@ -260,8 +271,8 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = Fals
     extra = {k: v for k, v in d.items() if k not in ("imlist", "qimlist", "gnd")}
     data = Dataset(name, ds, list(d["imlist"]), list(d["qimlist"]), list(d["gnd"]), image_dir, extra)
     absent = [p.name for p in [*data.images, *data.queries] if not p.is_file()]
-    if absent and name == "mini":
-        raise DatasetNotFoundError(f"{len(absent)} images of the mini set are missing from {image_dir}: "
+    if absent and name in ("mini", "synthetic-oxford"):
+        raise DatasetNotFoundError(f"{len(absent)} images of the {name} set are missing from {image_dir}: "
                                    f"{absent[:5]}; delete {ds} and load it again to rebuild it")
     if absent:
         raise _not_found(name, base, root is not None, [f"{len(absent)} images in {image_dir}: {absent[:5]}"])

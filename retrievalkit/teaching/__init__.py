@@ -4,5 +4,8 @@
   grader uses with the same cases and named mistakes;
 - :mod:`.exercises`: ``exercises/`` generated from ``solutions/``;
 - :mod:`.grading`: grading a class, each submission in its own sandboxed kernel (:mod:`.kernels`,
-  :mod:`.sandbox`); :mod:`.report`: the scores and each student's feedback.
+  :mod:`.jail`, :mod:`.sandbox`), near-identical code flagged (:mod:`.similarity`);
+  :mod:`.report`: the scores and each student's feedback; :mod:`.classreport`:
+  what the class got right and wrong; :mod:`.lms`: Canvas and Moodle downloads in, gradebooks out;
+- :mod:`.notebooks`: committed outputs with their widget state and settled progress bars.
 """

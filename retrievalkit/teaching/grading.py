@@ -10,17 +10,23 @@ notebook without any known grade id falls back to its file name.
 **Exercises** are discovered from ``solutions/*.ipynb``: a solution cell (nbgrader
 ``"solution": true``) whose ``grade_id`` names a task of :data:`retrievalkit.teaching.checks.TASKS` is
 that task; it is worth the ``points`` of the check cell ``check_<task>`` (``Task.points`` when
-there is none). Other solution cells are helpers: they run, and are not scored.
+there is none). Other solution cells are helpers: they run, and are not scored. A Markdown
+solution cell with ``"grade": true`` is a written answer: it is not run or scored here; its text
+goes to the instructor to grade by hand (:mod:`retrievalkit.teaching.report`).
 
-**One submission** runs in its own fresh kernel (:mod:`retrievalkit.teaching.kernels`, each a
-:mod:`retrievalkit.teaching.sandbox`: resource limits, an audit hook, no network; working folder
-in a temporary directory, environment scrubbed): first the import-only code cells of the
-solution notebook (imports of ``retrievalkit`` dropped), then the student's solution cells,
-taken by grade id in the order of the solution notebook (their position, other cells and the
-check cells of the submission are ignored: reordering or deleting cells changes nothing, a
-deleted solution cell costs its task), then one probe cell per task. The probe sends the task's
-cases for a secret seed into the kernel (a pickle, base64 in the cell source), calls the
-student's function and prints one line ``<nonce> <json>`` of plain numbers, exactly what
+**Submissions** are read without following symbolic links (a link to the solutions or to another
+student's notebook is "not a readable notebook"), at most ``Limits.notebook_bytes``, in a thread.
+
+**One submission** runs in its own fresh kernel (:mod:`retrievalkit.teaching.kernels`), forked
+in a bubblewrap sandbox that sees only the Python installation
+(:mod:`retrievalkit.teaching.jail`), under resource limits and a seccomp filter
+(:mod:`retrievalkit.teaching.sandbox`): first the import-only code cells of the solution
+notebook (imports of ``retrievalkit`` dropped), then the student's solution cells, taken by
+grade id in the order of the solution notebook (their position, other cells and the check cells
+of the submission are ignored: reordering or deleting cells changes nothing, a deleted solution
+cell costs its task), then one probe cell per task. The probe sends the task's cases for a
+secret seed into the kernel (a pickle, base64 in the cell source), calls the student's function
+and prints one line ``<nonce> <json>`` of plain numbers, exactly what
 :func:`retrievalkit.teaching.checks.probe` returns; the grader reads only the probe cell's
 output, requires exactly one line with the fresh nonce, never unpickles anything from the
 kernel, and scores outside it with :func:`retrievalkit.teaching.checks.judge`, the logic of the
@@ -29,22 +35,26 @@ it can only break its own probes.
 
 **Scores.** A task earns ``points * passed cases / cases``; ``NotImplementedError`` means not
 attempted (0). A cell or probe that runs past ``cell_timeout``, kills the kernel (``os._exit``,
-a segfault) or leaves it unreadable (say, ``json.dumps`` patched) costs the task it belongs to:
+a segfault), leaves it unreadable (say, ``json.dumps`` patched) or makes more than ``files``
+files and folders in its ``/tmp`` costs the task it belongs to:
 the kernel is killed, a fresh one re-runs the imports and the other solution cells, and grading
-goes on (a death is charged to whatever runs when it happens). The whole submission stops at
-``submission_timeout``; whatever is left earns nothing. ``sys.exit`` is an ordinary error, and
-``exit()`` ends a cell, not the kernel. Memory beyond ``Limits.memory`` (which includes the
-kernel's own 0.8 GB of torch) raises ``MemoryError`` in the student's code. Refused operations
-(importing ``retrievalkit``, reading ``solutions/``, starting processes, network) raise
-``PermissionError`` there, so the function they guard fails; the feedback then says the
-reference may not be used. Warnings and anything else on stdout/stderr cost nothing; a cell's
-output beyond ``output_bytes`` is dropped. The error messages of the student's own code reach
-the feedback (cut at 300 characters), as they would in the notebook.
+goes on (a death is charged to whatever runs when it happens). A student's notebooks are graded
+one after the other in one slot and share ``submission_timeout``; whatever is left then earns
+nothing. ``sys.exit`` is an ordinary error, and ``exit()`` ends a cell, not the kernel. Memory
+beyond ``Limits.memory`` raises ``MemoryError`` in the student's code. What the sandbox does not
+hold cannot be used: importing ``retrievalkit`` raises ``ModuleNotFoundError`` (the feedback
+then says the reference may not be used), the course, other submissions and the network are
+simply not there; starting a process or signalling one raises ``PermissionError``. Warnings and
+anything else on stdout/stderr cost nothing; a cell's output beyond ``output_bytes`` is dropped.
+The error messages of the student's own code reach the feedback (cut at 300 characters), as they
+would in the notebook.
 
 **Parallel.** One asyncio loop drives up to ``jobs`` kernels at once (default: the usable
 cores): the kernels are the processes doing the work, the grader only judges (milliseconds a
-task), so no process pool is needed. On Linux the kernels are forked from a zygote that imported
-torch once (:mod:`retrievalkit.teaching.kernels`). Any failure of the grader on one submission
+task), so no process pool is needed. Each job is a slot: a sandbox whose warm server imported
+torch once and forks the kernels (:mod:`retrievalkit.teaching.kernels`). Without bubblewrap the
+grader refuses to run unless told ``unsafe_no_sandbox`` (``--unsafe-no-sandbox``: for notebooks
+you trust; limits and the seccomp filter only). Any failure of the grader on one submission
 becomes "could not be graded" with 0 for that notebook; the batch always finishes.
 
 **Results** (scores and per-student feedback) are written by :mod:`retrievalkit.teaching.report`.
@@ -54,15 +64,14 @@ from __future__ import annotations
 import ast
 import asyncio
 import base64
-import functools
+import errno
 import json
 import os
 import pickle
 import random
 import secrets
-import tempfile
+import stat
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,18 +79,20 @@ import nbformat
 import numpy as np
 import zmq
 import zmq.asyncio
-from jupyter_client.kernelspec import KernelSpec
+from tqdm.asyncio import tqdm_asyncio
 
 import retrievalkit
 
 from . import checks
-from .kernels import Limits, Outcome, Session, fork_server, kernel_spec
+from .jail import SandboxUnavailable
+from .kernels import Limits, Outcome, Pool, Session, grading_context, kernel_pool
 
-__all__ = ["Limits", "Exercise", "TaskGrade", "Graded", "load_exercises", "find_submissions", "grade"]
+__all__ = ["Limits", "Exercise", "TaskGrade", "Graded", "SandboxUnavailable", "load_exercises", "find_submissions",
+           "grade"]
 
-_PACKAGE = Path(retrievalkit.__file__).resolve().parent  # hidden from the kernels, like solutions/
+_PACKAGE = Path(retrievalkit.__file__).resolve().parent  # never in the kernels' sandbox
 ROOT = _PACKAGE.parent
-_REFERENCE = ("grading sandbox: importing retrievalkit", "(course material)")
+_REFERENCE = ("No module named 'retrievalkit",)  # the sandbox does not hold the package
 
 
 @dataclass(frozen=True)
@@ -93,9 +104,11 @@ class Exercise:
     cells: tuple[str, ...]  # grade ids of the solution cells, in order
     tasks: dict[str, float]  # task -> points, in order
     grade_ids: frozenset[str]  # every nbgrader grade id of the notebook
+    written: dict[str, float] = field(default_factory=dict)  # written answers (graded by hand): grade id -> points
 
     @property
     def max_points(self) -> float:
+        """The points the grader awards (the written answers' points come on top, by hand)."""
         return sum(self.tasks.values())
 
 
@@ -116,6 +129,8 @@ class Graded:
     tasks: list[TaskGrade] = field(default_factory=list)
     problem: str | None = None  # set when the notebook could not be graded at all
     seconds: float = 0.0
+    sources: dict[str, str] = field(default_factory=dict)  # solution cells by grade id (similarity)
+    written: dict[str, str] = field(default_factory=dict)  # the written answers by grade id, to grade by hand
 
     @property
     def total(self) -> float:
@@ -128,7 +143,10 @@ class Graded:
 
 # ---------------------------------------------------------------- exercises and submissions
 def _nbgrader(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {})
+    """A cell's nbgrader metadata; ``{}`` where a submission holds anything else there."""
+    meta = cell.get("metadata") if isinstance(cell, dict) else None
+    meta = meta.get("nbgrader") if isinstance(meta, dict) else None
+    return meta if isinstance(meta, dict) else {}
 
 
 def _imports_only(source: str) -> list[str]:
@@ -153,15 +171,18 @@ def load_exercises(solutions: Path) -> list[Exercise]:
     for path in sorted(Path(solutions).glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         meta = [_nbgrader(c) for c in nb.cells]
-        cells = tuple(m["grade_id"] for m in meta if m.get("solution") and m.get("grade_id"))
+        cells = tuple(m["grade_id"] for c, m in zip(nb.cells, meta)
+                      if m.get("solution") and m.get("grade_id") and c.cell_type == "code")
         points = {m["grade_id"]: float(m.get("points", 0)) for m in meta if m.get("grade") and m.get("grade_id")}
+        written = {m["grade_id"]: points[m["grade_id"]] for c, m in zip(nb.cells, meta)
+                   if c.cell_type == "markdown" and m.get("solution") and m.get("grade") and m.get("grade_id")}
         tasks = {t: points.get(f"check_{t}", checks.TASKS[t].points) for t in cells if t in checks.TASKS}
         if not tasks:
             continue
         preamble = [line for c, m in zip(nb.cells, meta) if c.cell_type == "code" and not m
                     for line in _imports_only(c.source)]
         exercises.append(Exercise(path.stem, "\n".join(preamble), cells, tasks,
-                                  frozenset(m["grade_id"] for m in meta if m.get("grade_id"))))
+                                  frozenset(m["grade_id"] for m in meta if m.get("grade_id")), written))
     return exercises
 
 
@@ -174,8 +195,13 @@ def find_submissions(root: Path) -> list[tuple[str, Path]]:
         if any(part.startswith(".") for part in rel.parts):  # .ipynb_checkpoints, hidden folders
             continue
         student = rel.parts[0] if len(rel.parts) > 1 else path.stem.split("__")[0]
-        found.append((student, rel))
+        found.append((_printable(student), rel))
     return found
+
+
+def _printable(name: str) -> str:
+    """``name`` with the bytes of a file name that are not UTF-8 as U+FFFD (else no report can be written)."""
+    return os.fsencode(name).decode("utf-8", "replace")
 
 
 def _match(ids: set[str], path: Path, exercises: list[Exercise]) -> Exercise | None:
@@ -216,6 +242,8 @@ def _fault(outcome: Outcome, what: str, limits: Limits) -> str:
     if outcome.kind == "died":
         return (f"the kernel died while running {what} (os._exit, a crash, or more memory than the "
                 "limit); a fresh kernel graded the rest")
+    if outcome.kind == "files":
+        return f"{what} created more than {outcome.limit:g} files and folders in /tmp and was stopped"
     if outcome.kind == "broken":
         return (f"the kernel's replies became unreadable while running {what} ({outcome.ename}: was "
                 "something it relies on patched?); a fresh kernel graded the rest")
@@ -316,24 +344,35 @@ async def _run_solutions(kernel: _Kernel) -> dict[str, str]:
 
 
 def _sources(nb, ex: Exercise) -> dict[str, str]:
-    """The submission's solution cells by grade id (the first of each), whatever their position."""
+    """The submission's solution cells by grade id (the first of each), whatever their position; a
+    cell whose source is not text (nbformat reads a number as is) counts as missing."""
     sources: dict[str, str] = {}
     for cell in nb.cells:
         gid = _nbgrader(cell).get("grade_id")
-        if cell.get("cell_type") == "code" and gid in ex.cells and gid not in sources:
+        if cell.get("cell_type") == "code" and gid in ex.cells and gid not in sources \
+                and isinstance(cell.get("source"), str):
             sources[gid] = cell.source
     return sources
 
 
-async def _grade(ex: Exercise, nb, limits: Limits, context, spec: KernelSpec, tmp: Path,
-                 seed: int) -> list[TaskGrade]:
+def _written(nb, ex: Exercise) -> dict[str, str]:
+    """The submission's written answers by grade id (the first Markdown cell of each)."""
+    answers: dict[str, str] = {}
+    for cell in nb.cells:
+        gid = _nbgrader(cell).get("grade_id")
+        if cell.get("cell_type") == "markdown" and gid in ex.written and gid not in answers:
+            answers[gid] = str(cell.source)
+    return answers
+
+
+async def _grade(ex: Exercise, nb, limits: Limits, context, slot, deadline: float, seed: int) -> list[TaskGrade]:
     """Run the submission ``nb`` of ``ex`` in its kernel and grade each task."""
     sources = _sources(nb, ex)
     present = [gid for gid in ex.cells if gid in sources]
     nonces = {t: secrets.token_hex(16) for t in ex.tasks}
     cells = [ex.preamble] + [sources[g] for g in present] + [_probe_cell(t, nonces[t], seed) for t in ex.tasks]
     caps = [limits.output_bytes] * (1 + len(present)) + [limits.probe_bytes] * len(ex.tasks)
-    kernel = _Kernel(Session(cells, caps, limits, context, spec, tmp / "work", tmp / "conn"), present, limits)
+    kernel = _Kernel(Session(cells, caps, limits, context, slot, deadline), present, limits)
     try:
         notes = await _run_solutions(kernel)
         grades = []
@@ -354,69 +393,100 @@ async def _grade(ex: Exercise, nb, limits: Limits, context, spec: KernelSpec, tm
         await kernel.session.stop()
 
 
+def _read(root: Path, rel: Path, limits: Limits):
+    """The notebook ``root / rel``: a regular file reached without following any symbolic link
+    below ``root`` (not the solutions, nor another student's notebook), at most ``notebook_bytes``."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK  # NONBLOCK: a named pipe does not hang the grader
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in rel.parts[:-1]:
+            fd, parent = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd), fd
+            os.close(parent)
+        file = os.open(rel.parts[-1], flags, dir_fd=fd)
+    except OSError as exc:
+        raise ValueError("a symbolic link, not a notebook") if exc.errno == errno.ELOOP else exc
+    finally:
+        os.close(fd)
+    with open(file, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ValueError("not a regular file")
+        text = f.read(limits.notebook_bytes + 1)
+    if len(text) > limits.notebook_bytes:
+        raise ValueError(f"larger than {limits.notebook_bytes >> 20} MB")
+    return nbformat.reads(text.decode("utf-8"), as_version=4)
+
+
 async def _grade_submission(student: str, rel: Path, root: Path, exercises: list[Exercise], limits: Limits,
-                            context: zmq.asyncio.Context, spec_for: Callable[[Path], KernelSpec], seed: int,
-                            gate: asyncio.Semaphore) -> Graded:
-    graded = Graded(student, rel)
-    async with gate:
-        start = time.monotonic()
-        try:
-            if (root / rel).stat().st_size > limits.notebook_bytes:
-                raise ValueError(f"larger than {limits.notebook_bytes >> 20} MB")
-            nb = nbformat.read(root / rel, as_version=4)
-        except Exception as exc:
-            graded.exercise = _match(set(), rel, exercises)
-            graded.problem = f"not a readable notebook ({type(exc).__name__}: {exc})"[:200]
-            return graded
-        graded.exercise = _match({_nbgrader(c).get("grade_id") for c in nb.cells} - {None}, rel, exercises)
+                            context: zmq.asyncio.Context, slot, deadline: float, seed: int) -> Graded:
+    graded = Graded(student, Path(_printable(str(rel))))
+    start = time.monotonic()
+    try:  # in a thread: a large notebook does not hold up the other kernels
+        nb = await asyncio.to_thread(_read, root, rel, limits)
+    except Exception as exc:
+        graded.exercise = _match(set(), rel, exercises)
+        graded.problem = f"not a readable notebook ({type(exc).__name__}: {exc})"[:200]
+        return graded
+    try:  # the grader's own trouble with this notebook (odd metadata, say): the batch goes on
+        graded.exercise = _match({g for c in nb.cells if isinstance(g := _nbgrader(c).get("grade_id"), str)},
+                                 rel, exercises)
         if graded.exercise is None:
             graded.problem = "not one of the exercises (no known grade ids, no known file name)"
             return graded
-        with tempfile.TemporaryDirectory(prefix="rkg") as tmp:
-            (Path(tmp) / "work").mkdir()
-            (Path(tmp) / "conn").mkdir()
-            try:
-                graded.tasks = await _grade(graded.exercise, nb, limits, context, spec_for(Path(tmp) / "work"),
-                                            Path(tmp), seed)
-            except Exception as exc:  # the grader's own trouble with this notebook: the batch goes on
-                graded.problem = f"{type(exc).__name__}: {exc}"[:400]
-        graded.seconds = time.monotonic() - start
+        graded.sources = _sources(nb, graded.exercise)
+        graded.written = _written(nb, graded.exercise)
+        graded.tasks = await _grade(graded.exercise, nb, limits, context, slot, deadline, seed)
+    except Exception as exc:
+        graded.problem = f"{type(exc).__name__}: {exc}"[:400]
+    graded.seconds = time.monotonic() - start
     return graded
+
+
+async def _grade_student(items: list[tuple[int, str, Path, int]], root: Path, exercises: list[Exercise],
+                         limits: Limits, context: zmq.asyncio.Context, pool: Pool) -> list[tuple[int, Graded]]:
+    """One student's notebooks ``(index, student, path, seed)``, one after the other in one slot,
+    sharing ``submission_timeout`` (six spinning notebooks cost one time limit, not six)."""
+    async with pool.slot() as slot:
+        deadline = time.monotonic() + limits.submission_timeout
+        return [(i, await _grade_submission(student, rel, root, exercises, limits, context, slot, deadline, seed))
+                for i, student, rel, seed in items]
 
 
 # ---------------------------------------------------------------- a batch
 async def _grade_all(found: list[tuple[str, Path]], seeds: list[int], root: Path, exercises: list[Exercise],
-                     limits: Limits, jobs: int, forbidden: list[Path]) -> list[Graded]:
-    """Grade the submissions ``found`` under ``root``, at most ``jobs`` kernels at once."""
-    context = zmq.asyncio.Context()
-    context.setsockopt(zmq.MAXMSGSIZE, limits.probe_bytes + (1 << 20))
-    gate = asyncio.Semaphore(max(1, min(jobs, len(found))))
+                     limits: Limits, jobs: int, sandboxed: bool, progress: bool = False) -> list[Graded]:
+    """Grade the submissions ``found`` under ``root``, at most ``jobs`` kernels at once (with
+    ``progress``, a tqdm bar counts the students done)."""
+    students: dict[str, list[tuple[int, str, Path, int]]] = {}
+    for i, ((student, rel), seed) in enumerate(zip(found, seeds)):
+        students.setdefault(student, []).append((i, student, rel, seed))
+    context = grading_context(limits)
     try:
-        async with fork_server(limits) as zygote:
-            spec_for = functools.partial(kernel_spec, limits, forbidden=forbidden, zygote=zygote)
-            return await asyncio.gather(*[
-                _grade_submission(student, rel, root, exercises, limits, context, spec_for, s, gate)
-                for (student, rel), s in zip(found, seeds)])
+        async with kernel_pool(limits, max(1, min(jobs, len(students))), sandboxed) as pool:
+            done = await tqdm_asyncio.gather(*[
+                _grade_student(items, root, exercises, limits, context, pool) for items in students.values()],
+                desc="grading", unit="student", disable=not progress)
     finally:
         context.destroy(linger=0)
+    return [g for _, g in sorted((pair for pairs in done for pair in pairs), key=lambda pair: pair[0])]
 
 
 def grade(submissions: Path, solutions: Path = ROOT / "solutions", limits: Limits = Limits(),
-          jobs: int | None = None, seed: int | None = None, out: Path | None = None) -> list[Graded]:
+          jobs: int | None = None, seed: int | None = None, out: Path | None = None,
+          hide: tuple[Path, ...] = (), progress: bool = False, unsafe_no_sandbox: bool = False) -> list[Graded]:
     """Grade every notebook under ``submissions``; ``seed`` fixes the test inputs (else secret).
 
-    ``out`` (the results folder, if any) is hidden from the kernels like the course itself.
+    The kernels see only the Python installation (:mod:`retrievalkit.teaching.jail`), so ``out``
+    and ``hide`` (say, the LMS export the submissions came from) are out of their reach like
+    everything else; ``progress`` shows a bar. Raises :class:`SandboxUnavailable` where the sandbox
+    cannot run, unless ``unsafe_no_sandbox`` (trusted notebooks only) runs them without it.
     """
     submissions = Path(submissions).resolve()
     solutions = Path(solutions).resolve()
     exercises = load_exercises(solutions)
     found = find_submissions(submissions)
     jobs = jobs or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-    forbidden = [solutions, _PACKAGE, submissions]
-    if (solutions.parent / "retrievalkit").is_dir():
-        forbidden.append(solutions.parent)
-    if out is not None:
-        forbidden.append(Path(out).resolve())
+    if not found:
+        return []
     rng = random.Random(seed) if seed is not None else random.SystemRandom()
     seeds = [rng.getrandbits(32) for _ in found]
-    return asyncio.run(_grade_all(found, seeds, submissions, exercises, limits, jobs, forbidden))
+    return asyncio.run(_grade_all(found, seeds, submissions, exercises, limits, jobs, not unsafe_no_sandbox, progress))

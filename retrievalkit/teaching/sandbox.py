@@ -1,88 +1,127 @@
-"""The grading kernel: an IPython kernel under resource limits and an audit hook.
+"""The grading kernels' warm server: imports torch once, forks one IPython kernel per request.
 
-Run by :mod:`retrievalkit.teaching.kernels` as ``python -I sandbox.py CONFIG_JSON -f CONNECTION_FILE``
-(a file path, not ``-m``: the kernel must not import :mod:`retrievalkit`), or forked from
-``python -I sandbox.py --zygote``, a process that has imported torch once and forks a kernel per
-request (a kernel is ready in about 0.4 s instead of the 2 to 6 s of a fresh interpreter
-that imports torch). In order, a kernel
+Run by :mod:`retrievalkit.teaching.kernels` as ``python -I sandbox.py --zygote ROOT MODE``: MODE
+``sandboxed`` inside a bubblewrap sandbox of its own (:mod:`retrievalkit.teaching.jail` builds it),
+``unsafe`` as a plain process (``--unsafe-no-sandbox``). This file is the only code of the course
+the sandbox sees (read-only, it holds no answer); the reference lives outside it.
 
-1. sets resource limits: ``RLIMIT_DATA`` (memory: private writable mappings, so torch's large
-   shared-library mappings do not count, unlike ``RLIMIT_AS``), ``RLIMIT_FSIZE`` (with
-   ``SIGXFSZ`` ignored, so an oversized write raises instead of killing), ``RLIMIT_CPU`` as a
-   backstop and no core files (no ``RLIMIT_NPROC``: root ignores it and for other users it
-   counts every thread they run; the hook below is the fork guard);
-2. moves into a network namespace of its own where the OS allows it (root, or unprivileged
-   user namespaces), imports what the notebooks need (numpy, torch) and starts ipykernel on its
-   sockets (ipc: files, so they work across namespaces);
-3. defines ``__rk_probe__`` in the user namespace, which calls a student's function on the
-   cases the grader sends and prints one line ``<nonce> <json>`` of plain numbers through the
-   kernel's original stdout, whatever the submission later does to ``print``, ``json`` or
-   ``sys.stdout``;
-4. installs an audit hook (:func:`sys.addaudithook`; Python code cannot remove it) that
-   refuses, with ``PermissionError``: importing ``retrievalkit`` or a native module from outside
-   the Python installation, re-importing ``_posixsubprocess``/``ctypes``;
-   reading the course checkout, submissions or results, and other processes' ``/proc``
-   entries; writing, creating, renaming or deleting anything outside the kernel's working
-   folder; creating processes (``os.fork``, ``os.forkpty``, ``os.system``, ``os.exec*``,
-   ``os.posix_spawn``, ``subprocess.Popen``) and, since ``_posixsubprocess.fork_exec`` has no
-   audit event, that function is deleted beforehand; signalling other processes; network
-   (connect, bind, name lookups, sendto/sendmsg); ctypes library loading, symbol lookup and raw
-   memory access (torchvision, which loads its operators with ctypes, is imported before);
-   ``sys.settrace``/``setprofile``, ``gc.get_objects``/``get_referrers``, subinterpreters, sqlite
-   extensions and raising resource limits. (Another audit hook can be added, but cannot undo a
-   refusal.)
+Protocol, one JSON line each way: ``{"spawn": {"token", "connection", "env", "limits"}}`` ends
+whatever ran before (in the sandbox ``kill(-1)``: every process of the sandbox but this one), empties
+``ROOT``, writes the connection file into the fresh ``ROOT/c-<token>/``, forks the kernel and
+answers ``{"pid"}``; ``{"kill": pid}`` ends it; ``{"exit": pid}`` reports a kernel's end. The
+server is disposable: a kernel that kills it loses only its own session (the grader starts a
+new server) and it cannot be changed by a kernel (not dumpable: no ``ptrace``, no
+``/proc/<pid>/mem``; it reads nothing a kernel can write).
 
-Audit hooks are not a complete sandbox: a program that corrupts the interpreter's memory
-(e.g. through ctypes objects that torch created before the hook) could in principle disable
-it. They do stop every ordinary way a notebook can reach the reference, a process or the
-network; for a hostile class, also run the grader where the solutions are not mounted.
+A forked kernel, before any submission code runs,
+
+1. sets resource limits: ``RLIMIT_AS`` = what the server had mapped + ``memory`` (address
+   space counts shared mappings too, unlike ``RLIMIT_DATA``), ``RLIMIT_CPU``, ``RLIMIT_FSIZE``
+   (``SIGXFSZ`` ignored: an oversized write raises), ``RLIMIT_NOFILE``, no core files, no POSIX
+   message queues and, in the sandbox (whose user namespace counts them apart), ``RLIMIT_NPROC``
+   for its threads; it dies with the server (``PR_SET_PDEATHSIG``);
+2. installs a seccomp filter (:func:`_seccomp`, Linux x86-64 and arm64; with ``no_new_privs``,
+   inherited by every thread, irrevocable) that answers ``EPERM`` to: creating processes
+   (``fork``, ``vfork``, ``clone`` without ``CLONE_THREAD``, ``execve``), signalling any process
+   but itself, ``ptrace`` and cross-process memory access, pidfds, memory that no limit counts
+   (``memfd_create``, System V shared memory, semaphores and queues, POSIX queues), namespaces,
+   mounts, keyrings, BPF, perf events, userfaultfd and io_uring;
+3. starts ipykernel on ipc sockets in its connection folder, with ``__rk_probe__`` defined: it
+   calls a student's function on the cases the grader sends and prints one line ``<nonce>
+   <json>`` of plain numbers through the kernel's original stdout, whatever the submission later
+   does to ``print``, ``json`` or ``sys.stdout``.
 """
 import json
 import os
 import resource
+import shutil
 import signal
+import struct
 import sys
 
-_PROCESS = {"os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.Popen"}
-_NETWORK = {"socket.connect", "socket.bind", "socket.getaddrinfo", "socket.gethostbyname",
-            "socket.gethostbyaddr", "socket.getnameinfo", "socket.sendto", "socket.sendmsg",
-            "socket.getservbyname", "socket.getservbyport", "socket.sethostname"}
-_CTYPES = {"ctypes.dlopen", "ctypes.dlsym", "ctypes.dlsym/handle", "ctypes.cdata", "ctypes.cdata/buffer",
-           "ctypes.string_at", "ctypes.wstring_at", "ctypes.call_function", "ctypes.PyObj_FromPtr",
-           "ctypes.addressof"}
-_ESCAPES = {"sys.settrace", "sys.setprofile", "resource.setrlimit", "resource.prlimit",
-            "cpython.PyInterpreterState_New", "sqlite3.enable_load_extension", "sqlite3.load_extension",
-            "gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys._current_frames"}
-_REFUSED = dict.fromkeys(_PROCESS, "starting a process") | dict.fromkeys(_NETWORK, "network access") \
-    | dict.fromkeys(_CTYPES, "ctypes") | dict.fromkeys(_ESCAPES, "changing the sandbox")
-# events whose first argument (and for rename/link/symlink the second) is a path being changed
-_WRITES = {"os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1), "os.link": (0, 1),
-           "os.symlink": (0, 1), "os.chmod": (0,), "os.chown": (0,), "os.truncate": (0,), "os.utime": (0,),
-           "os.chflags": (0,), "os.setxattr": (0,), "os.removexattr": (0,), "shutil.rmtree": (0,),
-           "shutil.chown": (0,)}
-_NO_REIMPORT = {"_posixsubprocess", "ctypes", "_ctypes"}
-_CLONE_NEWNET, _CLONE_NEWUSER = 0x40000000, 0x10000000
-# imported before the hook (once, in the zygote): the notebooks' libraries, torchvision (it loads its
-# operators with ctypes, which the hook refuses) and what ipykernel's startup imports (0.1 s
-# instead of 0.4 s a kernel)
+# imported once, in the server: the notebooks' libraries and what ipykernel's startup imports
 _PRELOAD = ("numpy", "torch", "torchvision", "faulthandler", "pdb", "ipykernel.kernelapp", "ipykernel.ipkernel",
             "ipykernel.zmqshell", "ipykernel.debugger", "IPython.core.completerlib", "IPython.core.debugger",
             "IPython.extensions.storemagic", "tornado.platform.asyncio")
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+# seccomp: (audit arch, syscall numbers) from <asm/unistd_64.h> and <asm-generic/unistd.h>
+_DENIED = ("vfork", "fork", "execve", "execveat", "ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
+           "process_madvise", "tkill", "pidfd_open", "pidfd_send_signal", "pidfd_getfd", "memfd_create",
+           "memfd_secret", "shmget", "semget", "msgget", "mq_open", "unshare", "setns", "mount", "umount2",
+           "pivot_root", "chroot", "open_tree", "move_mount", "fsopen", "fsmount", "keyctl", "add_key",
+           "request_key", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
+           "io_uring_register")
+_OWN_PID_ONLY = ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")  # first argument: a pid
+_TABLES = {
+    "x86_64": (0xC000003E, dict(
+        fork=57, vfork=58, clone=56, clone3=435, execve=59, execveat=322, ptrace=101, process_vm_readv=310,
+        process_vm_writev=311, kcmp=312, process_madvise=440, kill=62, tkill=200, tgkill=234, rt_sigqueueinfo=129,
+        rt_tgsigqueueinfo=297, pidfd_open=434, pidfd_send_signal=424, pidfd_getfd=438, memfd_create=319,
+        memfd_secret=447, shmget=29, semget=64, msgget=68, mq_open=240, unshare=272, setns=308, mount=165,
+        umount2=166, pivot_root=155, chroot=161, open_tree=428, move_mount=429, fsopen=430, fsmount=432,
+        keyctl=250, add_key=248, request_key=249, bpf=321, perf_event_open=298, userfaultfd=323,
+        io_uring_setup=425, io_uring_enter=426, io_uring_register=427)),
+    "aarch64": (0xC00000B7, dict(
+        clone=220, clone3=435, execve=221, execveat=281, ptrace=117, process_vm_readv=270, process_vm_writev=271,
+        kcmp=272, process_madvise=440, kill=129, tkill=130, tgkill=131, rt_sigqueueinfo=138,
+        rt_tgsigqueueinfo=240, pidfd_open=434, pidfd_send_signal=424, pidfd_getfd=438, memfd_create=279,
+        memfd_secret=447, shmget=194, semget=190, msgget=186, mq_open=180, unshare=97, setns=268, mount=40,
+        umount2=39, pivot_root=41, chroot=51, open_tree=428, move_mount=429, fsopen=430, fsmount=432,
+        keyctl=219, add_key=217, request_key=218, bpf=280, perf_event_open=241, userfaultfd=282,
+        io_uring_setup=425, io_uring_enter=426, io_uring_register=427)),
+}
+_CLONE_THREAD, _X32 = 0x00010000, 0x40000000
+_EPERM, _ENOSYS = 1, 38
 
 
-def _limit(which: int, value: int) -> None:
-    try:
+def _bpf(arch: str, own_pid: int) -> bytes:
+    """The seccomp program (classic BPF over ``struct seccomp_data``: nr at 0, arch at 4, the low
+    word of the first argument at 16) that the module doc describes."""
+    audit, nr = _TABLES[arch]
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    allow, kill, errno = 0x7FFF0000, 0x80000000, 0x00050000
+    prog = [(ld, 0, 0, 4), (jeq, 1, 0, audit), (ret, 0, 0, kill), (ld, 0, 0, 0)]
+    if arch == "x86_64":  # the x32 ABI numbers the same calls differently: refused as a whole
+        prog += [(jge, 0, 1, _X32), (ret, 0, 0, errno | _EPERM)]
+    prog += [(jeq, 0, 1, nr["clone3"]), (ret, 0, 0, errno | _ENOSYS)]  # glibc falls back to clone
+    prog += [(jeq, 0, 4, nr["clone"]), (ld, 0, 0, 16), (jset, 0, 1, _CLONE_THREAD), (ret, 0, 0, allow),
+             (ret, 0, 0, errno | _EPERM)]
+    for name in _OWN_PID_ONLY:
+        prog += [(jeq, 0, 4, nr[name]), (ld, 0, 0, 16), (jeq, 0, 1, own_pid), (ret, 0, 0, allow),
+                 (ret, 0, 0, errno | _EPERM)]
+    for name in _DENIED:
+        if name in nr:  # arm64 has no fork or vfork
+            prog += [(jeq, 0, 1, nr[name]), (ret, 0, 0, errno | _EPERM)]
+    prog.append((ret, 0, 0, allow))
+    return b"".join(struct.pack("HBBI", *ins) for ins in prog)
+
+
+def _seccomp() -> None:
+    """Install :func:`_bpf` for this process (one thread: just forked) and its future threads."""
+    import ctypes
+
+    program = _bpf(os.uname().machine, os.getpid())
+    buffer = ctypes.create_string_buffer(program)
+
+    class Fprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = Fprog(len(program) // 8, ctypes.addressof(buffer))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, ctypes.byref(fprog), 0, 0):  # NO_NEW_PRIVS, SECCOMP
+        raise OSError(ctypes.get_errno(), "seccomp filter refused")
+
+
+def _limits(limits: dict, sandboxed: bool) -> None:
+    with open("/proc/self/status") as status:  # what the server already mapped (torch: about 3 GB)
+        mapped = next(int(line.split()[1]) << 10 for line in status if line.startswith("VmSize:"))
+    values = {resource.RLIMIT_AS: mapped + limits["memory"], resource.RLIMIT_CPU: limits["cpu_seconds"],
+              resource.RLIMIT_FSIZE: limits["file_size"], resource.RLIMIT_NOFILE: limits["open_files"],
+              resource.RLIMIT_CORE: 0, resource.RLIMIT_MSGQUEUE: 0}
+    if sandboxed:  # counted per user namespace: outside one it would count all of the user's processes
+        values[resource.RLIMIT_NPROC] = limits["threads"]
+    for which, value in values.items():
         resource.setrlimit(which, (value, value))
-    except (ValueError, OSError):  # not supported or above the inherited hard limit
-        pass
-
-
-def _limits(config: dict) -> None:
-    _limit(resource.RLIMIT_DATA, config["memory"])
-    _limit(resource.RLIMIT_FSIZE, config["file_size"])
-    _limit(resource.RLIMIT_CPU, config["cpu_seconds"])
-    _limit(resource.RLIMIT_CORE, 0)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
@@ -92,10 +131,12 @@ def _to_numpy(value, np, torch):
     return np.asarray(value, dtype=np.float64)
 
 
-def _make_probe(namespace: dict, stdout):
+def _make_probe(namespace: dict, stdout, parent=None):
     """The in-kernel half of ``checks.probe``: same conversion, same per-case answers. A copy, not an
-    import: the kernel may not import ``retrievalkit`` (the reference answers live there);
-    ``tests/teaching/test_grading.py`` checks that both give the same answers."""
+    import: the kernel cannot import ``retrievalkit`` (the reference answers live there);
+    ``tests/teaching/test_grading.py`` checks that both give the same answers. ``parent`` (the
+    shell's ``get_parent``) re-attaches ``stdout`` to the running cell: ipykernel attaches only
+    the current ``sys.stdout``, so one a submission replaced would answer for an old cell."""
     import base64
     import pickle
     from contextlib import redirect_stderr, redirect_stdout
@@ -122,230 +163,143 @@ def _make_probe(namespace: dict, stdout):
                     break
                 except BaseException as exc:  # SystemExit too: the student's fault, reported per case
                     answer["outputs"].append({"error": f"{type(exc).__name__}: {exc}"[:300]})
+        if parent is not None:
+            stdout.set_parent(parent())
         write(f"{nonce} {dumps(answer)}\n")
         flush()
 
     return probe
 
 
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
+def _kernel(root: str, request: dict, sandboxed: bool) -> None:
+    """In the forked child: limits, seccomp, then ipykernel (never returns)."""
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, 1 << 16)  # the server's pipes and pidfds
+    work = os.path.join(root, "work")
+    os.chdir(work)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    import tempfile
 
+    tempfile.tempdir = None
+    _limits(request["limits"], sandboxed)
+    if sys.platform.startswith("linux"):
+        import ctypes
 
-def _roots(config: dict) -> tuple[tuple[str, str], ...]:
-    """``(root, kind)``, most specific first: ``"library"`` (the Python installation,
-    site-packages) or ``"course"`` (what the grader hides). The most specific root decides: the
-    libraries are readable even inside the checkout (a ``.venv`` there), the package itself is
-    hidden even inside site-packages."""
-    import site
-
-    library = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *site.getsitepackages()]
-    roots = {os.path.realpath(p): "library" for p in library}
-    roots |= {os.path.realpath(p): "course" for p in config["forbidden"]}
-    # this file is the hook itself, no secret: IPython reads it to format a refusal's traceback
-    roots[os.path.realpath(__file__)] = "library"
-    return tuple(sorted(roots.items(), key=lambda r: -len(r[0])))
-
-
-def _install_hook(config: dict, roots: tuple[tuple[str, str], ...]) -> None:
-    """Install the audit hook. It is one function whose state is immutable (str, tuples,
-    frozensets, read-only mappings) or built in, captured now: whatever a notebook later does to
-    modules, globals or builtins (``os.sep``, ``os.path``, ``builtins.isinstance``, this module's
-    globals through ``__rk_probe__.__globals__``), and whatever it reads from the hook's frame in a
-    traceback, cannot change what it refuses. Paths are resolved by hand from C functions."""
-    from pathlib import PosixPath
-    from stat import S_ISLNK
-    from types import MappingProxyType
-
-    lstat, readlink, getcwd, fspath, getpid = os.lstat, os.readlink, os.getcwd, os.fspath, os.getpid
-    str_, bytes_, int_, type_, isinstance_, len_ = str, bytes, int, type, isinstance, len
-    as_str, decode = str.__str__, bytes.decode  # exact copies: a subclass cannot fool the comparisons
-    refused_error, os_error, write_flags = PermissionError, OSError, _WRITE_FLAGS
-    refusal = "grading sandbox: {} is not allowed while grading"
-    refused = MappingProxyType(dict(_REFUSED))
-    writes = MappingProxyType(dict(_WRITES))
-    no_reimport = frozenset(_NO_REIMPORT)
-    workdir = os.path.realpath(config["workdir"]).rstrip("/")
-    own = str(getpid())
-
-    def hook(event: str, args: tuple) -> None:
-        if event == "open" or event in writes or event == "import":
-            if event == "import":
-                name = as_str(args[0])
-                if name == "retrievalkit" or name.startswith("retrievalkit."):
-                    raise refused_error(refusal.format("importing retrievalkit (the reference answers)"))
-                if name in no_reimport:
-                    raise refused_error(refusal.format(f"importing {name}"))
-                paths = (args[1],) if args[1] is not None else ()  # a native module loaded from a file
-            elif event in writes:
-                paths = []
-                for i in writes[event]:
-                    if i < len_(args) and args[i] is not None:
-                        paths.append(args[i])
-            else:
-                paths = (args[0],)
-            for path in paths:
-                kind = type_(path)
-                if kind is int_:  # a file descriptor
-                    continue
-                if kind is PosixPath:
-                    path = fspath(path)
-                    kind = type_(path)
-                if isinstance_(path, bytes_):
-                    path = decode(path, "utf-8", "replace")
-                elif isinstance_(path, str_):
-                    path = as_str(path)
-                else:
-                    raise refused_error(refusal.format(f"a {kind.__name__} as a path"))
-                # the real path: absolute, without ".", ".." or symbolic links
-                if not path.startswith("/"):
-                    path = getcwd() + "/" + path
-                done, todo, links = [], path.split("/")[::-1], 0
-                while todo:
-                    part = todo.pop()
-                    if part == "" or part == ".":
-                        continue
-                    if part == "..":
-                        if done:
-                            done.pop()
-                        continue
-                    here = "/" + "/".join(done) + ("/" if done else "") + part
-                    try:
-                        link = S_ISLNK(lstat(here).st_mode)
-                    except os_error:
-                        link = False
-                    if link and links < 40:
-                        links += 1
-                        target = readlink(here)
-                        if target.startswith("/"):
-                            done = []
-                        todo.extend(target.split("/")[::-1])
-                    else:
-                        done.append(part)
-                real = "/" + "/".join(done)
-                place = None
-                for root, where in roots:
-                    if real == root or real.startswith(root.rstrip("/") + "/"):
-                        place = where
-                        break
-                mode, flags = (args[1], args[2]) if event == "open" else ("", 0)
-                changing = (event in writes or (type_(flags) is int_ and flags & write_flags)
-                            or (type_(mode) is str_ and ("w" in mode or "a" in mode or "x" in mode or "+" in mode)))
-                if changing and not (real == workdir or real.startswith(workdir + "/") or real == "/dev/null"):
-                    raise refused_error(refusal.format(f"changing {real} (outside the working folder)"))
-                if place == "course":
-                    raise refused_error(refusal.format(f"reading {real} (course material)"))
-                if real.startswith("/proc/"):
-                    part = real.split("/")[2]
-                    if (part.isdigit() and part != own) or real.endswith("/mem"):
-                        raise refused_error(refusal.format(f"reading {real}"))
-                if event == "import" and place != "library":  # a native module from elsewhere
-                    raise refused_error(refusal.format(f"loading {real}"))
-        elif event in refused:
-            raise refused_error(refusal.format(f"{refused[event]} ({event})"))
-        elif (event == "os.kill" or event == "os.killpg") and args[0] != getpid() and args[0] != 0:  # 0: own group
-            raise refused_error(refusal.format(f"signalling another process ({event})"))
-
-    sys.addaudithook(hook)
-
-
-def _isolate_network() -> None:
-    """A network namespace of its own (no interfaces but a down loopback) where the OS allows:
-    the hook cannot see what native code such as pyzmq does. The kernel talks over ipc sockets."""
-    import ctypes
-
-    try:
-        unshare = ctypes.CDLL(None, use_errno=True).unshare
-    except AttributeError:  # not Linux
-        return
-    for flags in (_CLONE_NEWNET, _CLONE_NEWUSER | _CLONE_NEWNET):
-        if unshare(flags) == 0:
-            return
-
-
-def _kernel(argv: list[str]) -> None:
-    """``argv``: the config (JSON), then ipykernel's arguments."""
-    config = json.loads(argv[0])
-    _limits(config)
-    _isolate_network()
-    _preload()  # a no-op in a kernel forked from the zygote
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: dies with the server
+        _seccomp()
     import torch
     from ipykernel.kernelapp import IPKernelApp
 
     torch.set_num_threads(1)  # submissions run in parallel, one core each
+    sys.path[:] = [p for p in sys.path if p]  # not the working folder
     app = IPKernelApp.instance()
-    app.initialize(argv[1:])
+    app.initialize(["-f", request["connection_file"], "--HistoryManager.enabled=False",
+                    "--IPKernelApp.capture_fd_output=False"])
     app.shell.keepkernel_on_exit = True  # exit() and quit() end a cell, not the kernel
-    app.shell.user_ns["__rk_probe__"] = _make_probe(app.shell.user_ns, sys.stdout)
-    roots = _roots(config)
-    workdir = os.path.realpath(config["workdir"])
-
-    def hidden(path: str) -> bool:  # the most specific root decides (a .venv inside the checkout stays)
-        real = os.path.realpath(path)
-        kind = next((k for r, k in roots if _under(real, r)), None)
-        return kind == "course" or _under(real, workdir)
-
-    sys.path[:] = [p for p in sys.path if p and not hidden(p)]
-    import _posixsubprocess
-    import subprocess
-
-    del _posixsubprocess.fork_exec, subprocess._fork_exec  # unaudited: would bypass "subprocess.Popen"
-    _install_hook(config, roots)
+    app.shell.user_ns["__rk_probe__"] = _make_probe(app.shell.user_ns, sys.stdout, app.shell.get_parent)
     app.start()
 
 
-def _preload() -> None:
-    import importlib
+class _Server:
+    """The zygote's state: its folder, its mode and the kernel it forked (at most one)."""
 
-    for name in _PRELOAD:
-        try:
-            importlib.import_module(name)
-        except ImportError:  # not installed, or another ipykernel version: nothing lost
-            pass
+    def __init__(self, root: str, sandboxed: bool):
+        self.root, self.sandboxed, self.child, self.pidfd = root, sandboxed, None, None
 
+    def report(self, message: dict) -> None:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
 
-def _zygote() -> None:
-    """Import once, fork a kernel per request: one JSON line ``{"argv", "env", "cwd"}`` in,
-    ``{"pid"}`` out. A kernel is its own session (process group) and is reaped here."""
-    _preload()
-
-    def reap(signum, frame):
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0]:
+    def end(self) -> None:
+        """End whatever a kernel left: in the sandbox every process but this one (and its init)."""
+        if self.sandboxed:
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except ProcessLookupError:
                 pass
-        except ChildProcessError:
-            pass
+        elif self.child is not None:
+            try:
+                os.killpg(self.child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.reap(block=True)
 
-    signal.signal(signal.SIGCHLD, reap)
-    print(json.dumps({"ready": os.getpid()}), flush=True)
-    for line in sys.stdin:
-        request = json.loads(line)
+    def reap(self, block: bool = False) -> None:
+        if self.child is None:
+            return
+        try:
+            done = os.waitpid(self.child, 0 if block else os.WNOHANG)[0]
+        except ChildProcessError:
+            done = self.child
+        if done:
+            os.close(self.pidfd)
+            self.report({"exit": self.child})
+            self.child = self.pidfd = None
+
+    def spawn(self, request: dict) -> None:
+        self.end()
+        for name in os.listdir(self.root):  # what the previous kernel left
+            path = os.path.join(self.root, name)
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
+        conn = os.path.join(self.root, f"c-{request['token']}")
+        os.mkdir(conn, 0o700)
+        os.mkdir(os.path.join(self.root, "work"), 0o700)
+        info = {**request["connection"], "ip": os.path.join(conn, "k")}
+        request["connection_file"] = os.path.join(conn, "kernel.json")
+        with open(request["connection_file"], "w") as f:
+            json.dump(info, f)
         pid = os.fork()
         if pid == 0:
             try:
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                os.setsid()
-                null = os.open(os.devnull, os.O_RDWR)
-                for fd in (0, 1, 2):
-                    os.dup2(null, fd)
-                os.close(null)
-                os.chdir(request["cwd"])
-                os.environ.clear()
-                os.environ.update(request["env"])
-                import tempfile
-
-                tempfile.tempdir = None
-                _kernel([*request["argv"], f"--IPKernelApp.parent_handle={os.getppid()}"])  # exit with the zygote
+                _kernel(self.root, request, self.sandboxed)
             finally:
-                os._exit(0)
-        print(json.dumps({"pid": pid}), flush=True)
+                os._exit(1)
+        self.child, self.pidfd = pid, os.pidfd_open(pid)
+        self.report({"pid": pid})
+
+
+def _zygote(root: str, sandboxed: bool) -> None:
+    import ctypes
+    import select
+
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: kernels cannot trace or read this process
+    for name in _PRELOAD:
+        try:
+            __import__(name)
+        except ImportError:  # not installed, or another ipykernel version: nothing lost
+            pass
+    server = _Server(root, sandboxed)
+    server.report({"ready": os.getpid()})
+    buffered = b""
+    while True:
+        ready = select.select([0] + ([server.pidfd] if server.pidfd is not None else []), [], [])[0]
+        if server.pidfd in ready:
+            server.reap()
+        if 0 not in ready:
+            continue
+        chunk = os.read(0, 1 << 16)
+        if not chunk:  # the grader is gone: end the kernel, skip the interpreter's slow teardown
+            server.end()
+            os._exit(0)
+        buffered += chunk
+        while b"\n" in buffered:
+            line, buffered = buffered.split(b"\n", 1)
+            request = json.loads(line)
+            if "spawn" in request:
+                server.spawn(request["spawn"])
+            elif request.get("kill") == server.child:
+                server.end()
 
 
 def main() -> None:
-    if sys.argv[1:] == ["--zygote"]:
-        _zygote()
+    if len(sys.argv) == 4 and sys.argv[1] == "--zygote" and sys.argv[3] in ("sandboxed", "unsafe"):
+        _zygote(sys.argv[2], sys.argv[3] == "sandboxed")
     else:
-        _kernel(sys.argv[1:])
+        sys.exit("usage: python -I sandbox.py --zygote ROOT sandboxed|unsafe")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from new_task_answers import CORRECT as NEW_CORRECT
+from new_task_answers import WRONG as NEW_WRONG
 from retrievalkit.teaching import checks
-from retrievalkit.teaching.checks import (cam, crow, encoding, finetuning, manifolds, measuring, pooling,
+from retrievalkit.teaching.checks import (benchmark, cam, crow, encoding, finetuning, manifolds, measuring, pooling,
                                           postprocessing, rmac)
 
-NOTEBOOK_MODULES = [pooling, measuring, encoding, rmac, crow, cam, postprocessing, finetuning, manifolds]
+NOTEBOOK_MODULES = [pooling, measuring, encoding, rmac, crow, cam, postprocessing, finetuning, manifolds, benchmark]
 
 
 # ----------------------------------------------------------------- window pooling (2x2, stride 2)
@@ -746,7 +748,7 @@ CORRECT = {
     "crow_spatial_weights": spatial_correct, "crow_channel_weights": channel_correct,
     "class_activation_map": cam_correct, "class_weighted_vector": weighted_correct, "alpha_qe": aqe_correct,
     "contrastive_loss": contrastive_correct, "triplet_loss": triplet_correct, "hard_negatives": mining_correct,
-    "knn_preservation": knn_correct,
+    "knn_preservation": knn_correct, **NEW_CORRECT,
 }
 
 WRONG = [
@@ -809,8 +811,7 @@ WRONG = [
     ("crow_channel_weights", channel_batch, "counts over the whole batch"),
     ("crow_channel_weights", channel_log10, "uses log10"),
     ("crow_channel_weights", channel_mean_activation, "uses the mean activation"),
-    ("class_activation_map", cam_relu_first, "clips negative values before dividing by the maximum (NaN here)"),
-    ("class_activation_map", cam_relu_first_guarded, "clips negative values before dividing by the maximum (all zeros here)"),
+    ("class_activation_map", cam_relu_first, "clips negative values, then divides 0 by 0"),
     ("class_activation_map", cam_unnormalised, "is not divided by its maximum"),
     ("class_activation_map", cam_no_relu, "keeps negative values"),
     ("class_activation_map", cam_column, "uses the column W[:, c]"),
@@ -849,15 +850,17 @@ WRONG = [
     ("knn_preservation", knn_count, "number of kept neighbours"),
     ("knn_preservation", knn_jaccard, "Jaccard"),
     ("knn_preservation", knn_same_rank, "only at the same rank"),
+    *NEW_WRONG,
 ]
 
 
 # ----------------------------------------------------------------- the layout of the checks
 def test_tasks_are_the_notebooks_tasks_in_notebook_order():
     assert list(checks.TASKS) == [
-        "window_pool", "mac", "spoc", "gem", "average_precision", "mean_ap", "vlad", "rmac_regions", "rmac",
-        "crow_spatial_weights", "crow_channel_weights", "class_activation_map", "class_weighted_vector", "alpha_qe",
-        "contrastive_loss", "triplet_loss", "hard_negatives", "knn_preservation"]
+        "window_pool", "mac", "spoc", "gem", "average_precision", "mean_ap", "bow_tfidf", "vlad", "rmac_regions", "rmac",
+        "os_rmac", "crow_spatial_weights", "crow_channel_weights", "second_order", "class_activation_map",
+        "class_weighted_vector", "cam_descriptor", "alpha_qe", "pca_whiten", "contrastive_loss", "triplet_loss",
+        "hard_negatives", "gradient_descent", "knn_preservation", "benchmark_row"]
     assert [t for m in NOTEBOOK_MODULES for t in m.TASKS] == list(checks.TASKS)
     assert all(checks.TASKS[name].name == name for name in checks.TASKS)
 
@@ -888,7 +891,9 @@ VARIANT_TASK = {
     "_rmac_variant": "rmac", "_spatial_variant": "crow_spatial_weights", "_channel_variant": "crow_channel_weights",
     "_cam_variant": "class_activation_map", "_weighted_variant": "class_weighted_vector", "_aqe_variant": "alpha_qe",
     "_contrastive_variant": "contrastive_loss", "_triplet_variant": "triplet_loss", "_mining_variant": "hard_negatives",
-    "_knn_variant": "knn_preservation",
+    "_knn_variant": "knn_preservation", "_tfidf_variant": "bow_tfidf", "_os_rmac_variant": "os_rmac",
+    "_second_order_variant": "second_order", "_aggregate_variant": "cam_descriptor", "_whiten_variant": "pca_whiten",
+    "_descent_variant": "gradient_descent", "_row_variant": "benchmark_row",
 }
 
 
@@ -1120,3 +1125,14 @@ def test_a_failed_check_in_a_notebook_shows_the_feedback_without_the_checks_own_
     shown = "\n".join(error.traceback)
     assert error.ename == "CheckFailed" and "equals average pooling" in shown
     assert "retrievalkit" not in shown and "run_check" not in shown and "Traceback" not in shown
+
+
+# ----------------------------------------------------------------- reference-code quirks: the paper's form is right too
+@pytest.mark.parametrize("seed", [0, 7])
+def test_a_cam_in_the_papers_order_relu_then_divide_passes_too(seed, capsys):
+    checks.run_check("class_activation_map", cam_relu_first_guarded, seed=seed)
+    assert "all 4 checks passed" in capsys.readouterr().out
+    # and only where the two orders differ is there anything to accept: a negative-maximum CAM
+    x, w = torch.rand(1, 3, 2, 2) + 0.1, -torch.rand(2, 3)
+    assert torch.equal(cam_relu_first_guarded(x, w, 1), torch.zeros(1, 2, 2))
+    assert bool((cam_correct(x, w, 1) > 0).all())  # the authors' code flips the sign instead

@@ -92,5 +92,5 @@ def test_exercise_runs_and_fails_only_on_the_unsolved_tasks(name):
     assert errors, "an unsolved exercise should stop at its checks"
     assert {e for _, e in errors} <= {"NotWritten", "NotImplementedError"}, errors  # a cell using the function
     # every check cell fails in one line ("gem is not written yet"), no check passes by accident
-    graded = [i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade")]
+    graded = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")]
     assert set(graded) <= {i for i, e in errors if e == "NotWritten"}

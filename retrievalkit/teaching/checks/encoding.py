@@ -1,4 +1,4 @@
-"""Checks of notebook 3 (encoding): VLAD."""
+"""Checks of notebook 3 (encoding): BoW with tf-idf and VLAD."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -6,7 +6,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ...encoding import vlad
+from ...encoding import idf_weights, vlad
 from ...normalization import l2n
 from .core import Case, Mistake, Task, run_check, to_numpy
 
@@ -77,7 +77,79 @@ def _vlad_variant(
     return f
 
 
+# ---------------------------------------------------------------- BoW with tf-idf
+def _database(rng: np.random.Generator, N: int, K: int) -> torch.Tensor:
+    """Word counts ``(N, K)`` of N database images: every word in some but not all images, counts
+    up to 5 (so that counting images and counting occurrences differ)."""
+    counts = rng.poisson(1.2, size=(N, K)) * (rng.random((N, K)) < 0.6)
+    for k in range(K):
+        present, missing = rng.choice(N, size=2, replace=False)
+        counts[present, k] = rng.integers(1, 5)  # in at least one image
+        counts[missing, k] = 0  # missing from at least one
+    return torch.tensor(counts, dtype=torch.float64)
+
+
+def _words(rng: np.random.Generator, K: int, T: int) -> torch.Tensor:
+    return torch.tensor(rng.integers(0, K, size=T), dtype=torch.long)
+
+
+def _tfidf_cases(rng: np.random.Generator) -> list[Case]:
+    common = _database(rng, 6, 7)
+    common[:, 0] = torch.tensor(rng.integers(1, 4, size=6), dtype=torch.float64)  # word 0 in every image
+    unseen = _database(rng, 5, 8)
+    unseen[:, 3] = 0  # word 3 in no database image
+    return [
+        Case("tf-idf", "bow_tfidf(words, database) is (n_k / T) log(N / N_k) per word k, N_k the number of database images "
+             "that contain word k, then L2-normalised, shape (K,)", (_words(rng, 8, 15), _database(rng, 6, 8))),
+        Case("a word in every image", "a word that every database image contains has idf log(N / N) = 0",
+             (torch.cat([torch.zeros(4, dtype=torch.long), _words(rng, 7, 10)]), common)),
+        Case("a word in no database image", "a word that no database image contains (N_k = 0) gets idf 0, not log(N / 0)",
+             (torch.cat([torch.full((3,), 3, dtype=torch.long), _words(rng, 8, 9)]), unseen)),
+        Case("an image without words", "an image without any word (T = 0) gives the zero vector", (torch.zeros(0, dtype=torch.long), _database(rng, 4, 6))),
+    ]
+
+
+def _tfidf_ref(words: Any, database: Any) -> torch.Tensor:
+    h = torch.bincount(torch.as_tensor(words), minlength=database.shape[1]).double()
+    tf = h / max(len(words), 1)
+    return l2n(tf * torch.from_numpy(idf_weights(to_numpy(database))))
+
+
+def _tfidf_variant(*, idf: str = "log", df: str = "images", l2: bool = True, unseen: str = "zero", empty: str = "zero") -> Callable[..., np.ndarray]:
+    """BoW tf-idf with one step done wrong (float64 numpy, an independent implementation); ``idf``
+    "log" (right), "none", "ratio" (N / N_k), "inverted" (log(N_k / N)) or "sklearn" (log((1 + N)/(1 + N_k)) + 1);
+    ``df`` "images" (right) or "occurrences"; ``unseen`` / ``empty`` "zero" (right) or "nan"."""
+    def f(words: Any, database: Any) -> np.ndarray:
+        w, D = to_numpy(words).astype(np.int64), to_numpy(database)
+        N, K = D.shape
+        n = np.bincount(w, minlength=K).astype(np.float64)
+        tf = n / len(w) if empty == "nan" else n / max(len(w), 1)
+        Nk = (D > 0).sum(axis=0) if df == "images" else D.sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weight = {"log": np.log(N / Nk), "none": np.ones(K), "ratio": N / Nk, "inverted": np.log(Nk / N),
+                      "sklearn": np.log((1 + N) / (1 + Nk)) + 1}[idf]
+            if unseen == "zero" and idf not in ("none", "sklearn"):  # those two are finite for N_k = 0
+                weight = np.where(Nk > 0, weight, 0.0)
+            v = tf * weight
+            return l2n(v) if l2 else v
+    return f
+
+
 TASKS: dict[str, Task] = {
+    "bow_tfidf": Task(
+        "bow_tfidf", _tfidf_cases, _tfidf_ref,
+        [
+            Mistake("has no idf weights (plain tf): weigh each word by log(N / N_k)", _tfidf_variant(idf="none")),
+            Mistake("weighs by N / N_k: the idf is its logarithm, log(N / N_k)", _tfidf_variant(idf="ratio")),
+            Mistake("weighs by log(N_k / N), the negated idf: log(N / N_k)", _tfidf_variant(idf="inverted")),
+            Mistake("uses scikit-learn's smoothed idf log((1 + N)/(1 + N_k)) + 1: the paper's is log(N / N_k)", _tfidf_variant(idf="sklearn")),
+            Mistake("counts every occurrence of word k in the database for N_k: N_k is the number of images that contain it",
+                    _tfidf_variant(df="occurrences")),
+            Mistake("is not L2-normalised", _tfidf_variant(l2=False)),
+            Mistake("gives NaN for a word that no database image contains (log(N / 0)): its idf is 0", _tfidf_variant(unseen="nan")),
+            Mistake("divides by T = 0 for an image without words (NaN): it gives the zero vector", _tfidf_variant(empty="nan")),
+        ],
+    ),
     "vlad": Task(
         "vlad", _vlad_cases, _vlad_ref,
         [
@@ -97,6 +169,11 @@ TASKS: dict[str, Task] = {
         axes=("local descriptor", "dimension"),
     ),
 }
+
+
+def check_bow_tfidf(bow_tfidf: Callable) -> None:
+    """Check a student's ``bow_tfidf`` on fresh inputs; a CheckFailed names the mistake."""
+    run_check("bow_tfidf", bow_tfidf)
 
 
 def check_vlad(vlad: Callable) -> None:

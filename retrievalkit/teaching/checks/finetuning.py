@@ -1,4 +1,4 @@
-"""Checks of notebook 8 (fine-tuning): the contrastive and triplet losses and hard-negative mining."""
+"""Checks of notebook 8 (fine-tuning): the contrastive and triplet losses, hard-negative mining and gradient descent."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -142,11 +142,68 @@ def _mining_variant(*, mask: str = "positives", farthest: bool = False, index_or
     return f
 
 
+# ---------------------------------------------------------------- gradient descent on the contrastive loss
+def _descent_cases(rng: np.random.Generator) -> list[Case]:
+    def problem(n_match: int, n_other: int, D: int, d: int) -> tuple[torch.Tensor, ...]:
+        W = torch.tensor(rng.standard_normal((D, d)) / np.sqrt(D))
+        a = rng.standard_normal((n_match + n_other, D))
+        b = np.concatenate([a[:n_match] + 0.6 * rng.standard_normal((n_match, D)), rng.standard_normal((n_other, D))])
+        y = torch.tensor([1] * n_match + [0] * n_other)
+        return W, torch.tensor(a), torch.tensor(b), y
+
+    def margin_between(W: torch.Tensor, a: torch.Tensor, b: torch.Tensor, y: torch.Tensor) -> float:
+        D = ((a - b) @ W).pow(2).sum(dim=1)[y == 0].sort().values
+        return float((D[len(D) // 2 - 1] + D[len(D) // 2]) / 2)  # half the non-matching pairs beyond the margin
+
+    mixed = problem(3, 6, 6, 3)
+    loop = problem(4, 4, 5, 2)
+    return [
+        Case("matching pairs", "one step W - lr dL/dW of L = mean of 1/2 y D + 1/2 (1 - y) max(0, m - D), D = ||a W - b W||^2, "
+             "shape (D, d)", (*problem(5, 0, 6, 3), 1.0, 0.1, 1)),
+        Case("non-matching pairs inside the margin", "a non-matching pair with D < m pushes a W and b W apart",
+             (*problem(0, 4, 5, 4), 50.0, 0.05, 1)),
+        Case("mixed pairs", "a non-matching pair beyond the margin (D > m) has no gradient", (*mixed, margin_between(*mixed), 0.05, 1)),
+        Case("twenty steps", "steps=20 repeats the step, the gradient recomputed at each W; the loss falls",
+             (*loop, margin_between(*loop), 0.02, 20)),
+    ]
+
+
+def _descent_ref(W: torch.Tensor, a: torch.Tensor, b: torch.Tensor, y: Any, margin: float, lr: float, steps: int = 1) -> torch.Tensor:
+    W = W.detach().clone()
+    for _ in range(steps):
+        W.requires_grad_(True)
+        (grad,) = torch.autograd.grad(contrastive_loss(a @ W, b @ W, y, margin), W)
+        W = (W - lr * grad).detach()
+    return W
+
+
+def _descent_variant(
+    *, ascend: bool = False, factor: float = 1.0, hinge: bool = True, mean: bool = True, swap: bool = False, once: bool = False,
+    frozen: bool = False,
+) -> Callable[..., np.ndarray]:
+    """Gradient descent with one step done wrong (float64 numpy, the gradient derived by hand):
+    dL/dW = 1/N sum_i c_i d_i^T d_i W with d_i = a_i - b_i, c_i = y_i - (1 - y_i) [D_i < m]."""
+    def f(W: Any, a: Any, b: Any, y: Any, margin: float, lr: float, steps: int = 1) -> np.ndarray:
+        W, d, y = to_numpy(W), to_numpy(a) - to_numpy(b), to_numpy(y)
+        y = 1 - y if swap else y
+        g = None
+        for _ in range(1 if once else steps):
+            if g is None or not frozen:
+                D = ((d @ W) ** 2).sum(axis=1)
+                c = y - (1 - y) * ((D < margin) if hinge else 1.0)
+                g = factor * np.einsum("i,ij,ik->jk", c, d, d) @ W / (len(d) if mean else 1)
+            W = W + lr * g if ascend else W - lr * g
+        return W
+    return f
+
+
 TASKS: dict[str, Task] = {
     "contrastive_loss": Task(
         "contrastive_loss", _contrastive_cases, _contrastive_ref,
         [
-            Mistake("is cirtorch's form (distance not squared, hinge squared): the slides use D = ||a - b||^2 and a plain hinge",
+            Mistake("is cirtorch's form (cirtorch,"
+                    " the PyTorch retrieval code of Radenović, Tolias & Chum: distance not squared, hinge squared): "
+                    "the slides use D = ||a - b||^2 and a plain hinge",
                     _contrastive_variant(cirtorch=True)),
             Mistake("uses the distance ||a - b|| instead of its square D", _contrastive_variant(root=True)),
             Mistake("swaps the labels: y = 1 marks a matching pair", _contrastive_variant(swap=True)),
@@ -181,6 +238,21 @@ TASKS: dict[str, Task] = {
         ],
         axes=("query", "dimension"),
     ),
+    "gradient_descent": Task(
+        "gradient_descent", _descent_cases, _descent_ref,
+        [
+            Mistake("steps uphill (W + lr dL/dW): the loss rises", _descent_variant(ascend=True)),
+            Mistake("has half the gradient: the derivative of ||u||^2 is 2u", _descent_variant(factor=0.5)),
+            Mistake("has twice the gradient: the loss has factors 1/2", _descent_variant(factor=2.0)),
+            Mistake("pushes apart the non-matching pairs beyond the margin too: max(0, m - D) has no gradient where D > m",
+                    _descent_variant(hinge=False)),
+            Mistake("sums the gradient over the pairs: the loss is their mean", _descent_variant(mean=False)),
+            Mistake("swaps the labels: y = 1 marks a matching pair, pulled together", _descent_variant(swap=True)),
+            Mistake("takes one step whatever steps says", _descent_variant(once=True)),
+            Mistake("reuses the first gradient at every step: recompute it at the new W", _descent_variant(frozen=True)),
+        ],
+        axes=("input dimension", "output dimension"),
+    ),
 }
 
 
@@ -197,3 +269,8 @@ def check_triplet_loss(triplet_loss: Callable) -> None:
 def check_hard_negatives(hard_negatives: Callable) -> None:
     """Check a student's ``hard_negatives`` on fresh inputs; a CheckFailed names the mistake."""
     run_check("hard_negatives", hard_negatives)
+
+
+def check_gradient_descent(gradient_descent: Callable) -> None:
+    """Check a student's ``gradient_descent`` on fresh inputs; a CheckFailed names the mistake."""
+    run_check("gradient_descent", gradient_descent)

@@ -138,7 +138,8 @@ TASKS: dict[str, Task] = {
         "spoc", _spoc_cases, _spoc_ref,
         [
             Mistake("equals plain sum pooling (no centre prior)", lambda x: x.sum(dim=(-2, -1))),
-            Mistake("equals plain average pooling (cirtorch's 'SPoC')", avg_pool),
+            Mistake("equals plain average pooling (what cirtorch,"
+                    " the PyTorch retrieval code of Radenović, Tolias & Chum, calls 'SPoC')", avg_pool),
             Mistake("averages instead of summing the weighted values", _spoc_variant(mean=True)),
             Mistake("puts the centre at (H/2, W/2) instead of ((H-1)/2, (W-1)/2)", _spoc_variant(centre_half=True)),
             Mistake("uses sigma = min(H, W)/3 instead of min(H, W)/6", _spoc_variant(sigma_divisor=3.0)),

@@ -1,4 +1,4 @@
-"""Checks of notebook 7 (post-processing): alpha query expansion."""
+"""Checks of notebook 7 (post-processing): alpha query expansion and PCA-whitening learnt on another set."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -49,6 +49,63 @@ def _aqe_variant(
     return f
 
 
+# ---------------------------------------------------------------- PCA-whitening learnt on one set, applied to another
+def _gaussian(rng: np.random.Generator, n: int, D: int, shift: float) -> np.ndarray:
+    """``n`` rows with distinct variances along random directions, centred at ``shift`` per coordinate."""
+    basis = np.linalg.qr(rng.standard_normal((D, D)))[0]
+    scales = np.linspace(3.0, 0.4, D) * rng.uniform(0.9, 1.1, size=D)
+    return (rng.standard_normal((n, D)) * scales) @ basis.T + shift + rng.uniform(-1, 1, size=D)
+
+
+def _whiten_cases(rng: np.random.Generator) -> list[Case]:
+    def pair(n: int, m: int, D: int, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
+        train = _gaussian(rng, n, D, 2.0)
+        test = train[rng.choice(n, size=m)] * rng.uniform(0.5, 1.5) + shift + rng.standard_normal((m, D))
+        return torch.tensor(train), torch.tensor(test)
+
+    return [
+        Case("all dimensions", "learnt on train: y = diag(lambda^-1/2) E^T (x - m) with the training mean m, covariance "
+             "(1/N) sum (x - m)(x - m)^T, eigenvalues largest first; each row then L2-normalised, shape (M, dim)",
+             (*pair(40, 8, 5, 0.0), 5)),
+        Case("dim < D", "dim keeps the dim directions of largest variance", (*pair(50, 10, 6, 0.5), 3)),
+        Case("a shifted test set", "the test rows are centred with the training mean, not their own", (*pair(30, 12, 4, 4.0), 4)),
+        Case("one test row", "a single test row is whitened like any other", (*pair(25, 1, 4, 1.0), 2)),
+    ]
+
+
+def _column_signs(value: np.ndarray) -> np.ndarray:
+    """Each column's sign fixed (its largest-magnitude entry positive): an eigenvector's sign is arbitrary."""
+    if value.ndim != 2 or value.size == 0:
+        return value
+    top = value[np.abs(value).argmax(axis=0), np.arange(value.shape[1])]
+    return value * np.where(top < 0, -1.0, 1.0)
+
+
+def _whiten_ref(train: Any, test: Any, dim: int) -> np.ndarray:
+    from ...postprocess import PCAWhitening  # here: the module loads faiss, which importing the checks must not
+
+    return PCAWhitening(dim).fit(to_numpy(train)).transform(to_numpy(test))
+
+
+def _whiten_variant(
+    *, learn: str = "train", centre: str = "train", power: float = 0.5, order: str = "largest", l2: bool = True,
+) -> Callable[..., np.ndarray]:
+    """PCA-whitening with one step done wrong (float64 numpy): ``learn`` "train" (right) or "test";
+    ``centre`` "train" (right), "test" or "none"; ``order`` "largest" (right) or "smallest"."""
+    def f(train: Any, test: Any, dim: int) -> np.ndarray:
+        X, Y = to_numpy(train), to_numpy(test)
+        fit = Y if learn == "test" else X
+        m = fit.mean(axis=0)
+        lam, E = np.linalg.eigh((fit - m).T @ (fit - m) / len(fit))  # ascending
+        keep = np.argsort(lam)[::-1][:dim] if order == "largest" else np.argsort(lam)[:dim]
+        with np.errstate(all="ignore"):
+            P = E[:, keep] * lam[keep] ** -power
+        shift = {"train": m, "test": Y.mean(axis=0), "none": 0.0}[centre]
+        out = (Y - shift) @ P
+        return l2n(out) if l2 else out
+    return f
+
+
 TASKS: dict[str, Task] = {
     "alpha_qe": Task(
         "alpha_qe", _aqe_cases, _aqe_ref,
@@ -64,9 +121,28 @@ TASKS: dict[str, Task] = {
         ],
         axes=("query", "dimension"),
     ),
+    "pca_whiten": Task(
+        "pca_whiten", _whiten_cases, _whiten_ref,
+        [
+            Mistake("is learnt on the test set (its mean and covariance): learn on train, apply to test", _whiten_variant(learn="test")),
+            Mistake("centres the test rows with their own mean: subtract the training mean", _whiten_variant(centre="test")),
+            Mistake("does not subtract the training mean", _whiten_variant(centre="none")),
+            Mistake("divides by the eigenvalues: whitening divides by their square roots", _whiten_variant(power=1.0)),
+            Mistake("is a PCA rotation without whitening: divide by sqrt(lambda)", _whiten_variant(power=0.0)),
+            Mistake("keeps the directions of smallest variance (eigh sorts ascending): keep the largest", _whiten_variant(order="smallest")),
+            Mistake("is not L2-normalised", _whiten_variant(l2=False)),
+        ],
+        canonical=_column_signs,
+        axes=("test row", "dimension"),
+    ),
 }
 
 
 def check_alpha_qe(alpha_qe: Callable) -> None:
     """Check a student's ``alpha_qe`` on fresh inputs; a CheckFailed names the mistake."""
     run_check("alpha_qe", alpha_qe)
+
+
+def check_pca_whiten(pca_whiten: Callable) -> None:
+    """Check a student's ``pca_whiten`` on fresh inputs; a CheckFailed names the mistake."""
+    run_check("pca_whiten", pca_whiten)

@@ -1,4 +1,4 @@
-"""Checks of notebook 4 (R-MAC): the region grid and R-MAC."""
+"""Checks of notebook 4 (R-MAC): the region grid, R-MAC and the OS-RMAC of Seddati et al."""
 from __future__ import annotations
 
 import math
@@ -6,10 +6,11 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ...normalization import l2n
-from ...regions import rmac, rmac_regions
-from .core import MAP_AXES, Case, Mistake, Task, run_check
+from ...regions import os_rmac, rmac, rmac_regions
+from .core import MAP_AXES, Case, Mistake, Task, random_maps, run_check
 
 
 # ---------------------------------------------------------------- the region grid
@@ -97,6 +98,44 @@ def _rmac_variant(
     return f
 
 
+# ---------------------------------------------------------------- OS-RMAC (Seddati et al., ICCVW 2017)
+def _os_rmac_cases(rng: np.random.Generator) -> list[Case]:
+    return [
+        Case("12x16 batch", "per level l: max-pool with window kw = ceil(2 min(H, W)/(l + 1)) and stride floor(0.4 kw), "
+             "the square root of the sum of squares per channel; the levels summed and L2-normalised, shape (N, C)",
+             (random_maps(rng, 2, 5, 12, 16),)),
+        Case("7x10 map", "on a 7x10 map 2 min(H, W)/(l + 1) is not an integer at level 2: kw = ceil(14/3) = 5",
+             (random_maps(rng, 1, 4, 7, 10),)),
+        Case("square map, L = 2", "os_rmac(x, L=2) sums levels 1 and 2 only", (random_maps(rng, 2, 3, 9, 9),), {"L": 2}),
+        Case("small map", "on a 3x5 map level 3 has kw = 2 and floor(0.4 kw) = 0: the stride is at least 1",
+             (random_maps(rng, 1, 6, 3, 5),)),
+    ]
+
+
+def _os_rmac_ref(x: torch.Tensor, L: int = 3) -> torch.Tensor:
+    return os_rmac(x, L=L)
+
+
+def _os_rmac_variant(
+    *, kernel: str = "ceil", stride: str = "0.4 kw", pool: str = "root of squares", level_l2: bool = False, l2: bool = True,
+) -> Callable[..., torch.Tensor]:
+    """OS-RMAC with one step done wrong (float64): ``kernel`` "ceil" or "floor"; ``stride`` "0.4 kw" or
+    "kw"; ``pool`` "root of squares", "sum" or "squares" (no root)."""
+    def f(x: torch.Tensor, L: int = 3) -> torch.Tensor:
+        x = x.double()
+        v = x.new_zeros(x.shape[:2])
+        for l in range(1, L + 1):
+            side = 2 * min(x.shape[-2:]) / (l + 1)
+            kw = max(1, math.ceil(side) if kernel == "ceil" else math.floor(side))
+            ks = kw if stride == "kw" else max(1, math.floor(0.4 * kw))
+            m = F.max_pool2d(x, kw, stride=ks)
+            level = {"root of squares": m.pow(2).sum(dim=(-2, -1)).sqrt(), "sum": m.sum(dim=(-2, -1)),
+                     "squares": m.pow(2).sum(dim=(-2, -1))}[pool]
+            v = v + (l2n(level) if level_l2 else level)
+        return l2n(v) if l2 else v
+    return f
+
+
 TASKS: dict[str, Task] = {
     "rmac_regions": Task(
         "rmac_regions", _region_cases, rmac_regions,
@@ -117,10 +156,27 @@ TASKS: dict[str, Task] = {
         [
             Mistake("does not L2-normalise each region's MAC before the sum", _rmac_variant(region_l2=False)),
             Mistake("is not L2-normalised at the end", _rmac_variant(l2=False)),
-            Mistake("adds a global MAC term (cirtorch's variant): R-MAC sums the regions only", _rmac_variant(global_term=True)),
+            Mistake("adds a global MAC term (as cirtorch,"
+                    " the PyTorch retrieval code of Radenović, Tolias & Chum, does): "
+                    "R-MAC sums the regions only", _rmac_variant(global_term=True)),
             Mistake("averages each region instead of taking its maximum", _rmac_variant(average=True)),
-            Mistake("pools regions one cell too small (x[y:y+h-1, x:x+w-1], PyRetri): a region covers h x w cells",
+            Mistake("pools regions one cell too small (x[y:y+h-1, x:x+w-1], as PyRetri,"
+                    " the retrieval toolbox of Hu et al., ACM MM 2020, does): a region covers h x w cells",
                     _rmac_variant(shrink=1)),
+        ],
+        axes=MAP_AXES,
+    ),
+    "os_rmac": Task(
+        "os_rmac", _os_rmac_cases, _os_rmac_ref,
+        [
+            Mistake("rounds the window down: kw = ceil(2 min(H, W)/(l + 1))", _os_rmac_variant(kernel="floor")),
+            Mistake("moves the window by kw (no overlap): the stride is floor(0.4 kw)", _os_rmac_variant(stride="kw")),
+            Mistake("sums the pooled values: square sum-pooling is the square root of the sum of their squares",
+                    _os_rmac_variant(pool="sum")),
+            Mistake("forgets the square root of the sum of squares", _os_rmac_variant(pool="squares")),
+            Mistake("L2-normalises each level before the sum (R-MAC's habit): OS-RMAC sums the levels as they are",
+                    _os_rmac_variant(level_l2=True)),
+            Mistake("is not L2-normalised at the end", _os_rmac_variant(l2=False)),
         ],
         axes=MAP_AXES,
     ),
@@ -135,3 +191,8 @@ def check_rmac_regions(rmac_regions: Callable) -> None:
 def check_rmac(rmac: Callable) -> None:
     """Check a student's ``rmac`` on fresh inputs; a CheckFailed names the mistake."""
     run_check("rmac", rmac)
+
+
+def check_os_rmac(os_rmac: Callable) -> None:
+    """Check a student's ``os_rmac`` on fresh inputs; a CheckFailed names the mistake."""
+    run_check("os_rmac", os_rmac)
