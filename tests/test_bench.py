@@ -223,13 +223,17 @@ def test_table_files_hold_every_row(rows, tmp_path):
 
 
 def test_published_anchors_name_a_known_row_and_cite_a_paper():
-    for (dataset, method, variant, model), (values, source) in bench.PUBLISHED.items():
+    for (dataset, method, variant, model), (values, source) in {**bench.PUBLISHED, **bench.REFERENCES}.items():
         assert dataset in REAL and method in bench.METHODS and variant in bench.VARIANTS and model in rk.models.BACKBONES
         assert set(values) <= {"old", "M", "H"} and all(0 < v < 100 for v in values.values())
         assert re.search(r"\b(19|20)\d\d\b", source) and "https://" in source, source  # a year and a link
     assert all(re.search(r", [A-Za-z ]+ (19|20)\d\d$", p.cite) and p.link.startswith("https://") and p.reference
                for p in bench.PAPERS.values())
     assert all(isinstance(m.paper, bench.Paper) for m in bench.METHODS.values())
+    # beside our rows only the real-mode setting (VGG16, 512-D, whitening on the other dataset); no fork re-runs
+    assert all(model == "vgg16" and source.startswith("512-D, PCAw on ") for (*_, model), (_, source) in bench.PUBLISHED.items())
+    assert not set(bench.PUBLISHED) & set(bench.REFERENCES)
+    assert not any("github.com/bkj" in s for _, s in {**bench.PUBLISHED, **bench.REFERENCES}.values())
 
 
 def test_the_package_cites_no_file_outside_the_repository():

@@ -57,12 +57,12 @@ from .. import datasets, evaluate, extract, models, search
 from .._atomic import write_atomic
 from .._batching import rows_by_shape
 from .methods import CAM_CLASSES, METHODS, VLAD, VLAD_K, VLAD_LOCAL_DIM, CAMOffline, Method, Pooled
-from .published import PAPERS, PUBLISHED, Paper
+from .published import PAPERS, PUBLISHED, REFERENCES, Paper
 from . import stream
 from .stream import Part
 from .variants import VARIANTS, AlphaQE, Apply, Descriptors, PCAw, Step, Variant
 
-__all__ = ["BENCHMARKS", "METHODS", "VARIANTS", "PAPERS", "Paper", "PUBLISHED", "COLUMNS", "PROTOCOLS", "Method", "Pooled",
+__all__ = ["BENCHMARKS", "METHODS", "VARIANTS", "PAPERS", "Paper", "PUBLISHED", "REFERENCES", "COLUMNS", "PROTOCOLS", "Method", "Pooled",
            "CAMOffline", "VLAD", "Variant", "Step", "PCAw", "AlphaQE", "Maps", "Described", "load_datasets",
            "benchmark_maps", "timed_pass", "describe", "variant_row", "dataset_rows", "run", "markdown", "write_table",
            "CAM_CLASSES", "VLAD_K", "VLAD_LOCAL_DIM", "REAL_SIZE", "streamed_rows", "NO_CAM"]
