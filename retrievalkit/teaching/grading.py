@@ -343,31 +343,22 @@ async def _run_solutions(kernel: _Kernel) -> dict[str, str]:
     return notes
 
 
-def _sources(nb, ex: Exercise) -> dict[str, str]:
-    """The submission's solution cells by grade id (the first of each), whatever their position; a
-    cell whose source is not text (nbformat reads a number as is) counts as missing."""
-    sources: dict[str, str] = {}
+def _cells_by_id(nb, ids, cell_type: str) -> dict[str, str]:
+    """The submission's first ``cell_type`` cell of each grade id in ``ids``, whatever its position: the
+    solution cells (code) or the written answers (markdown). A cell whose grade id or source is not
+    text (nbformat reads a number or a list as is) counts as missing."""
+    found: dict[str, str] = {}
     for cell in nb.cells:
-        gid = _nbgrader(cell).get("grade_id")
-        if cell.get("cell_type") == "code" and gid in ex.cells and gid not in sources \
-                and isinstance(cell.get("source"), str):
-            sources[gid] = cell.source
-    return sources
+        gid, source = _nbgrader(cell).get("grade_id"), cell.get("source")
+        if (cell.get("cell_type") == cell_type and isinstance(gid, str) and gid in ids and gid not in found
+                and isinstance(source, str)):
+            found[gid] = source
+    return found
 
 
-def _written(nb, ex: Exercise) -> dict[str, str]:
-    """The submission's written answers by grade id (the first Markdown cell of each)."""
-    answers: dict[str, str] = {}
-    for cell in nb.cells:
-        gid = _nbgrader(cell).get("grade_id")
-        if cell.get("cell_type") == "markdown" and gid in ex.written and gid not in answers:
-            answers[gid] = str(cell.source)
-    return answers
-
-
-async def _grade(ex: Exercise, nb, limits: Limits, context, slot, deadline: float, seed: int) -> list[TaskGrade]:
-    """Run the submission ``nb`` of ``ex`` in its kernel and grade each task."""
-    sources = _sources(nb, ex)
+async def _grade(ex: Exercise, sources: dict[str, str], limits: Limits, context, slot, deadline: float,
+                 seed: int) -> list[TaskGrade]:
+    """Run a submission's solution cells ``sources`` (by grade id) of ``ex`` in its kernel and grade each task."""
     present = [gid for gid in ex.cells if gid in sources]
     nonces = {t: secrets.token_hex(16) for t in ex.tasks}
     cells = [ex.preamble] + [sources[g] for g in present] + [_probe_cell(t, nonces[t], seed) for t in ex.tasks]
@@ -432,9 +423,9 @@ async def _grade_submission(student: str, rel: Path, root: Path, exercises: list
         if graded.exercise is None:
             graded.problem = "not one of the exercises (no known grade ids, no known file name)"
             return graded
-        graded.sources = _sources(nb, graded.exercise)
-        graded.written = _written(nb, graded.exercise)
-        graded.tasks = await _grade(graded.exercise, nb, limits, context, slot, deadline, seed)
+        graded.sources = _cells_by_id(nb, graded.exercise.cells, "code")
+        graded.written = _cells_by_id(nb, graded.exercise.written, "markdown")
+        graded.tasks = await _grade(graded.exercise, graded.sources, limits, context, slot, deadline, seed)
     except Exception as exc:
         graded.problem = f"{type(exc).__name__}: {exc}"[:400]
     graded.seconds = time.monotonic() - start

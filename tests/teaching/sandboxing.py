@@ -3,12 +3,27 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
+import nbformat
 import pytest
 
 from retrievalkit.teaching import grading, jail, kernels
 
 LIMITS = grading.Limits(cell_timeout=5, submission_timeout=60, memory=2 << 30)
+POOLING = Path(__file__).resolve().parents[2] / "solutions" / "01_pooling.ipynb"
+
+
+def pooling_notebook(replace: dict[str, str] = (), prepend: dict[str, str] = ()) -> nbformat.NotebookNode:
+    """The solution of exercise 1 with the cells of some grade ids replaced, or code put before them."""
+    nb = nbformat.read(POOLING, as_version=4)
+    for cell in nb.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid in dict(replace):
+            cell.source = dict(replace)[gid]
+        if gid in dict(prepend):
+            cell.source = dict(prepend)[gid] + "\n" + cell.source
+    return nb
 
 
 def needs_sandbox() -> None:

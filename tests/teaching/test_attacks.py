@@ -22,10 +22,9 @@ import nbformat
 import pytest
 
 import retrievalkit.pooling
-from sandboxing import needs_sandbox
+from sandboxing import POOLING, needs_sandbox, pooling_notebook
 
 ROOT = Path(__file__).resolve().parents[2]
-POOLING = ROOT / "solutions" / "01_pooling.ipynb"
 FULL = {"window_pool": 2, "mac": 1, "spoc": 2, "gem": 2}
 MARK = f"rk-attack-{secrets.token_hex(6)}"  # written by every attack that writes; must appear nowhere
 SECRET = f"instructor-secret-{secrets.token_hex(8)}"
@@ -153,14 +152,7 @@ PASTE = ("import torch\ndef check_maps(t):\n    return (t[None], True) if t.dim(
 
 
 def _submission(replace: dict[str, str] = (), prepend: dict[str, str] = ()) -> str:
-    nb = nbformat.read(POOLING, as_version=4)
-    for cell in nb.cells:
-        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if gid in dict(replace):
-            cell.source = dict(replace)[gid]
-        if gid in dict(prepend):
-            cell.source = dict(prepend)[gid] + "\n" + cell.source
-    return nbformat.writes(nb)
+    return nbformat.writes(pooling_notebook(replace, prepend))
 
 
 NO_ROOT = "def gem(x, p=3.0, eps=1e-6):\n    return x.clamp(min=eps).pow(p).mean(dim=(-2, -1))\n"

@@ -28,10 +28,8 @@ import pytest
 
 from retrievalkit.teaching import jail, kernels
 from retrievalkit.teaching.grading import Exercise, Graded, TaskGrade
-from sandboxing import LIMITS, needs_sandbox
+from sandboxing import LIMITS, POOLING, needs_sandbox, pooling_notebook
 
-ROOT = Path(__file__).resolve().parents[2]
-POOLING = ROOT / "solutions" / "01_pooling.ipynb"
 
 # leftovers the warm server cannot remove: the next student's kernel in this slot used to be refused
 POISON = "import os\nos.makedirs('/tmp/work/locked/inner')\nos.chmod('/tmp/work/locked', 0)\n"
@@ -67,13 +65,7 @@ sys.stdout = open('/dev/null', 'w')
 
 
 def _notebook(replace=(), prepend=(), meta=False) -> str:
-    nb = nbformat.read(POOLING, as_version=4)
-    for cell in nb.cells:
-        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if gid in dict(replace):
-            cell.source = dict(replace)[gid]
-        if gid in dict(prepend):
-            cell.source = dict(prepend)[gid] + "\n" + cell.source
+    nb = pooling_notebook(replace, prepend)
     if not meta:
         return nbformat.writes(nb)
     # what nbformat reads as is and nbgrader never writes: metadata of the wrong type, a list as

@@ -73,5 +73,8 @@ def test_the_grader_reads_the_first_written_answer_cell_by_grade_id_wherever_it_
     code.metadata["nbgrader"] = {"grade_id": "w"}  # a code cell with the id is not the answer
     first, second = nbformat.v4.new_markdown_cell("mine"), nbformat.v4.new_markdown_cell("a copy")
     first.metadata["nbgrader"] = second.metadata["nbgrader"] = {"grade_id": "w", "solution": True, "grade": True}
-    nb.cells = [code, nbformat.v4.new_markdown_cell("intro"), first, second]
-    assert grading._written(nb, ex) == {"w": "mine"}
+    odd = nbformat.v4.new_markdown_cell("a list as grade id")
+    odd.metadata["nbgrader"] = {"grade_id": ["w"], "solution": True, "grade": True}  # unhashable: not an answer
+    nb.cells = [code, nbformat.v4.new_markdown_cell("intro"), odd, first, second]
+    assert grading._cells_by_id(nb, ex.written, "markdown") == {"w": "mine"}
+    assert grading._cells_by_id(nb, ex.cells, "code") == {}  # "w" is not a solution cell of the exercise
