@@ -94,7 +94,7 @@ class Number:
         """The feedback on the number ``given`` (a number or its text, "0.83", "5/6")."""
         try:
             x = _parse(given)
-        except ValueError:
+        except (ValueError, ZeroDivisionError):
             return f"✗ {given!r} is not a number: type a number such as 0.25 or 1/4."
         if abs(x - self.value) <= self.tol:
             return _RIGHT + self.why

@@ -33,6 +33,7 @@ def test_a_number_is_right_within_tol_and_a_known_wrong_value_names_its_mistake(
     assert q.answer("0,6667") == "✗ Not quite. Only the precision at rank 3."
     assert q.answer(0.5).startswith("✗ Not quite. Work it through")
     assert q.answer("five") == "✗ 'five' is not a number: type a number such as 0.25 or 1/4."
+    assert q.answer("1/0") == "✗ '1/0' is not a number: type a number such as 0.25 or 1/4."
 
 
 @pytest.mark.parametrize("make, message", [
