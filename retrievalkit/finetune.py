@@ -37,7 +37,7 @@ from PIL import Image
 
 from . import evaluate, extract, losses, search
 from .datasets import mini
-from ._batching import rows_by_shape
+from ._batching import ShapeBatches, rows_by_shape
 from ._validate import check_map_list, nonnegative_number, positive_int, positive_number
 from .normalization import l2n
 from .pooling import GeM
@@ -220,9 +220,10 @@ def train(
     if validate is not None:
         history["val"].append(float(validate(head)))
         best = copy.deepcopy(head.state_dict())
+    batches = ShapeBatches([m.float() for m in check_map_list(maps)], 64)  # checked and stacked once, as embed would each epoch
     start = time.monotonic()
     for _ in range(epochs):
-        E = embed(head, maps)
+        E = batches.apply(head, "head")
         if loss == "classification":
             value = F.cross_entropy(positive_number(scale, "scale") * E[rows] @ l2n(classifier).T, target_t)
         else:

@@ -166,7 +166,7 @@ def test_method_settings_are_their_parameters(mini, rows):
     assert settings == {
         "MAC": "pooling.mac()", "SPoC": "pooling.spoc(center_prior=True)", "GeM": "pooling.gem(p=3.0)",
         "R-MAC": "regions.rmac(L=3, global_term=False)", "OS-RMAC": "regions.os_rmac(L=3)", "CroW": "crow.crow(a=2, b=2)",
-        "CAM": "CAMOffline(classes=64)", "VLAD": "VLAD(k=32, local_dim=64, positions=100000, seed=0, n_iter=10)"}
+        "CAM": "CAMOffline(classes=64)", "VLAD": "VLAD(k=32, local_dim=64, positions=20000, seed=0, n_iter=10)"}
     assert _row(rows, "CroW", "+PCAw+αQE")["setting"] == "crow.crow(a=2, b=2) → PCAw(dim=512) → AlphaQE(k=10, alpha=3.0)"
     # the parameters shown are the ones used: GeM at p = 5 against numpy
     net, ds, qmaps, xmaps = mini
