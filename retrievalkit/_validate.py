@@ -139,3 +139,14 @@ def check_row_pair(A: Any, B: Any, names: tuple[str, str]) -> tuple[Any, Any]:
         raise ValueError(f"{names[0]} and {names[1]} must have the same dimension D, got "
                          f"{tuple(a.shape)} and {tuple(b.shape)}")
     return a, b
+
+
+def check_region_sets(sets: Any, name: str) -> list[torch.Tensor]:
+    """One checked ``(M_i, D)`` tensor of region descriptors per image, all of one dimension."""
+    if isinstance(sets, (np.ndarray, torch.Tensor)) or not isinstance(sets, (list, tuple)) or len(sets) == 0:
+        raise ValueError(f"{name} must be a non-empty list with one (M_i, D) array of region descriptors per image")
+    rows = [torch.as_tensor(check_rows(r, f"{name}[{i}]")) for i, r in enumerate(sets)]
+    for i, r in enumerate(rows):
+        if r.shape[0] == 0 or r.shape[1] != rows[0].shape[1]:
+            raise ValueError(f"{name}[{i}] must be (M, {rows[0].shape[1]}) with M >= 1, got {tuple(r.shape)}")
+    return rows

@@ -22,15 +22,13 @@ from typing import Any
 
 import faiss
 import numpy as np
-import scipy.sparse as sp
 import torch
-from scipy.sparse.linalg import cg
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError
 
-from ._validate import bounded_int, check_rows, nonnegative_number, positive_int, positive_number
-from .manifold import mutual_knn_graph
+from ._validate import bounded_int, check_region_sets, check_rows, nonnegative_number, positive_int, positive_number
+from .manifold import diffuse, mutual_knn_graph
 from .normalization import l2n
 
 __all__ = [
@@ -340,31 +338,15 @@ def diffusion_rerank(
     Xf = np.ascontiguousarray(Xt.detach().cpu().numpy(), dtype=np.float32)
     Qf = np.ascontiguousarray(Qt.detach().cpu().numpy(), dtype=np.float32)
     A = mutual_knn_graph(Xf, k, gamma)
-    degree = np.asarray(A.sum(axis=1)).ravel()
-    d = np.zeros(n)
-    np.power(degree, -0.5, out=d, where=degree > 0)
-    L = (sp.identity(n, format="csr") - alpha * (sp.diags(d) @ A @ sp.diags(d))).tocsr()
-
     index = faiss.IndexFlatIP(Xf.shape[1])
     index.add(Xf)
     sq, qnn = index.search(Qf, kq)
     Y = np.zeros((Qf.shape[0], n))
     np.put_along_axis(Y, qnn, np.maximum(sq, 0).astype(np.float64) ** gamma, axis=1)
-    f = np.stack([cg(L, y, rtol=tol, maxiter=maxiter)[0] for y in Y])
+    f = diffuse(A, Y, alpha, tol, maxiter)
     plain = _float64(Qt) @ _float64(Xt).T
     ranks = torch.from_numpy(np.lexsort((-plain, -f), axis=1).astype(np.int64))
     return _back(ranks.to(Qt.device), is_torch, single)
-
-
-def _region_sets(sets: Any, name: str) -> list[torch.Tensor]:
-    """One checked ``(M_i, D)`` tensor of region descriptors per image, all of one dimension."""
-    if isinstance(sets, (np.ndarray, torch.Tensor)) or not isinstance(sets, (list, tuple)) or len(sets) == 0:
-        raise ValueError(f"{name} must be a non-empty list with one (M_i, D) array of region descriptors per image")
-    rows = [torch.as_tensor(check_rows(r, f"{name}[{i}]")) for i, r in enumerate(sets)]
-    for i, r in enumerate(rows):
-        if r.shape[0] == 0 or r.shape[1] != rows[0].shape[1]:
-            raise ValueError(f"{name}[{i}] must be (M, {rows[0].shape[1]}) with M >= 1, got {tuple(r.shape)}")
-    return rows
 
 
 def best_per_image(scores: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -402,7 +384,7 @@ def region_rerank(
         raise ValueError(f"similarity must be 'chamfer' or 'max', got {similarity!r}")
     is_torch = isinstance(ranks, torch.Tensor)
     R = ranks.detach().cpu().numpy() if is_torch else np.asarray(ranks)
-    Qr, Xr = _region_sets(query_regions, "query_regions"), _region_sets(database_regions, "database_regions")
+    Qr, Xr = check_region_sets(query_regions, "query_regions"), check_region_sets(database_regions, "database_regions")
     if R.ndim != 2 or R.dtype.kind not in "iu" or R.shape != (len(Qr), len(Xr)):
         raise ValueError(f"ranks must be an integer ({len(Qr)}, {len(Xr)}) array: one full ranking per query, got "
                          f"{R.dtype} {R.shape}")
