@@ -73,12 +73,16 @@ def _thumb(ax: Any, image: Any, colour: str | None, title: str) -> None:
 def result_grid(dataset: Any, ranks: Any, queries: Sequence[int], gnd: Sequence[dict] | None = None, k: int = 6) -> Any:
     """One row per query: the query crop, then its top ``k`` results framed green (relevant),
     red (irrelevant) or grey (junk, ignored by the protocol). ``gnd`` is the ``{"ok", "junk"}``
-    form (default ``dataset.gnd``). Returns the figure."""
+    form; by default ``dataset.gnd``, and for a revisited ground truth (``easy`` / ``hard`` lists,
+    as the mini benchmark's) its Medium protocol. Returns the figure."""
     import matplotlib.pyplot as plt
     from PIL import Image
 
+    from .evaluate import revisited
+
     R = _array(ranks)
-    gnd = dataset.gnd if gnd is None else gnd
+    if gnd is None:
+        gnd = revisited(dataset.gnd, "medium") if "ok" not in dataset.gnd[0] else dataset.gnd
     fig, axes = plt.subplots(len(queries), k + 1, figsize=(1.8 * (k + 1), 1.9 * len(queries)), squeeze=False)
     for row, q in zip(axes, queries):
         _thumb(row[0], dataset.query_image(q), "black", f"query {q}")
