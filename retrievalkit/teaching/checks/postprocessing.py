@@ -133,7 +133,7 @@ TASKS: dict[str, Task] = {
             Mistake("is not L2-normalised", _whiten_variant(l2=False)),
         ],
         canonical=_column_signs,
-        axes=("test row", "dimension"),
+        axes=("row", "dimension"),  # of train (N, D); the answer is (test rows, dim)
     ),
 }
 
