@@ -13,9 +13,11 @@ is copied there the first time and never overwritten afterwards, so what a stude
 stays theirs, the tracked files stay as committed, and ``git pull`` never conflicts (a notebook
 added upstream is copied on the next ``lab``; to start a notebook afresh, delete its copy).
 
-``test`` also needs two Debian programs: ``bwrap`` (bubblewrap, the grader's sandbox) and ``chromium``
-(the browser test). Run as root on a machine with ``apt-get`` (a CI machine), it installs the missing
-ones; elsewhere the tests that need them say how to enable them.
+``test`` also needs three Debian packages: ``bwrap`` (bubblewrap, the grader's sandbox), ``chromium``
+(the browser test) and ``opencv-doc`` (OpenCV's sample photos, of which the mini benchmark's other
+collection is drawn: the tests never download them). Run as root on a machine with ``apt-get`` (a CI
+machine), it installs the missing ones; elsewhere the tests that need them say how to enable them.
+The notebooks download the 29 photos they use (4.7 MB, hash-checked) where ``opencv-doc`` is absent.
 """
 from __future__ import annotations
 
@@ -57,13 +59,18 @@ def install() -> None:
     STAMP.write_text(_fingerprint())
 
 
-# Debian package -> the program it provides; needed by `test` only
-DEBIAN_PACKAGES = {"bubblewrap": "bwrap", "chromium": "chromium"}
+# Debian package -> the program (or file) it provides; needed by `test` only
+DEBIAN_PACKAGES = {"bubblewrap": "bwrap", "chromium": "chromium",
+                   "opencv-doc": "/usr/share/doc/opencv-doc/examples/data/baboon.jpg"}
+
+
+def _provided(thing: str) -> bool:
+    return Path(thing).is_file() if thing.startswith("/") else shutil.which(thing) is not None
 
 
 def install_system_packages() -> None:
     """As root with apt-get, install the Debian packages of DEBIAN_PACKAGES whose program is missing."""
-    missing = [pkg for pkg, program in DEBIAN_PACKAGES.items() if shutil.which(program) is None]
+    missing = [pkg for pkg, thing in DEBIAN_PACKAGES.items() if not _provided(thing)]
     if not missing or not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("apt-get") is None:
         return
     print(f"Installing the Debian packages {', '.join(missing)} ...", flush=True)

@@ -412,7 +412,8 @@ def dataset_maps(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """``(query_maps, database_maps)``: the feature maps of a dataset's queries (cropped to their
     boxes with the query scale rule; the database's own maps where the queries are database images,
-    as in Holidays and UKBench) and database images, as lists of ``(K, h, w)`` tensors.
+    as in Holidays and UKBench) and database images, as lists of ``(K, h, w)`` tensors; no query
+    maps for a collection without queries (``mini-other``).
 
     Cached as float16 in the module's cache (``cache``, module docstring), so the notebooks
     extract the mini benchmark once. ``layer`` and ``kwargs`` go to :func:`feature_maps`.
@@ -423,8 +424,10 @@ def dataset_maps(
     size = None if size is None else positive_number(size, "size")
     if cache is None:
         xmaps = feature_maps(model, images, size=size, layer=layer, **kwargs)
-        qmaps = ([xmaps[i] for i in indices] if indices is not None else
-                 feature_maps(model, queries, size=size, boxes=boxes, layer=layer, **kwargs))
+        if indices is not None:
+            qmaps = [xmaps[i] for i in indices]
+        else:  # a collection without queries (mini-other) has none to extract
+            qmaps = feature_maps(model, queries, size=size, boxes=boxes, layer=layer, **kwargs) if queries else []
         return qmaps, xmaps
     label = f"{slug(name)}-{slug(getattr(model, 'name', 'model'))}-maps"
     path = cache_path(cache, label, [

@@ -17,7 +17,7 @@ from .groundtruth import DatasetNotFoundError, read_gnd, write_gnd
 
 __all__ = ["NAMES", "Dataset", "resolve_root", "load", "build_mini"]
 
-NAMES = ("mini", "oxford5k", "paris6k", "roxford5k", "rparis6k", "holidays", "ukbench", "synthetic-oxford")
+NAMES = ("mini", "mini-other", "oxford5k", "paris6k", "roxford5k", "rparis6k", "holidays", "ukbench", "synthetic-oxford")
 
 
 # (file in download.REGISTRY, folder of root/<name> it goes to, the archive members kept).
@@ -228,10 +228,13 @@ def _prepare(name: str, base: Path) -> None:
 
 
 def load(name: str, root: str | os.PathLike | None = None, download: bool = False) -> Dataset:
-    """Load a benchmark from ``root`` (see :func:`resolve_root`): ``"mini"``, ``"oxford5k"``,
+    """Load a benchmark from ``root`` (see :func:`resolve_root`): ``"mini"``, ``"mini-other"``, ``"oxford5k"``,
     ``"paris6k"``, ``"roxford5k"``, ``"rparis6k"``, ``"holidays"`` or ``"ukbench"``.
 
     * mini: built offline with :func:`build_mini` when missing or outdated, whatever ``download`` says.
+    * mini-other: the mini benchmark's other collection, views of OpenCV's sample photos to learn
+      from (no queries; :mod:`.other`), built likewise (the photos downloaded first where Debian's
+      ``opencv-doc`` is not installed).
     * oxford5k / paris6k: original ground truth from the ``gt_files`` text files, queries cropped
       to their box and kept in the database; Paris without its 20 corrupt images
       (:data:`retrievalkit.datasets.PARIS_CORRUPT`).
@@ -252,6 +255,11 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = Fals
     if name == "mini":
         ds = build_mini(base)  # returns at once when the set of this seed and version is there
         image_dir = ds / "jpg"
+    elif name == "mini-other":
+        from .other import build_other
+
+        ds = build_other(base)
+        image_dir = ds / "jpg"
     elif name == "synthetic-oxford":
         from . import synthetic
 
@@ -271,7 +279,7 @@ def load(name: str, root: str | os.PathLike | None = None, download: bool = Fals
     extra = {k: v for k, v in d.items() if k not in ("imlist", "qimlist", "gnd")}
     data = Dataset(name, ds, list(d["imlist"]), list(d["qimlist"]), list(d["gnd"]), image_dir, extra)
     absent = [p.name for p in [*data.images, *data.queries] if not p.is_file()]
-    if absent and name in ("mini", "synthetic-oxford"):
+    if absent and name in ("mini", "mini-other", "synthetic-oxford"):
         raise DatasetNotFoundError(f"{len(absent)} images of the {name} set are missing from {image_dir}: "
                                    f"{absent[:5]}; delete {ds} and load it again to rebuild it")
     if absent:

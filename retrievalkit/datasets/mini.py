@@ -70,7 +70,7 @@ import pickle
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
@@ -121,7 +121,8 @@ _OBJECTS = (
     ("clock", "train", [("clock", (0.32, 0.22, 0.68, 0.72))]),
 )
 OBJECT_NAMES = tuple(o[0] for o in _OBJECTS)
-_TEXTURES = ("brick", "grass", "gravel", "moon", "cell", "page", "text", "horse", "colorwheel", "logo",
+TRAINING_PHOTOS = tuple(src[0][0] for _, split, src in _OBJECTS if split == "train")
+TEXTURES = ("brick", "grass", "gravel", "moon", "cell", "page", "text", "horse", "colorwheel", "logo",
              "hubble_deep_field", "immunohistochemistry")
 # views per object: (mild, strong, extreme) from the first source, then (mild, strong) from the other view
 _TEST_VIEWS, _STEREO_VIEWS, _TRAIN_VIEWS = (4, 7, 2), ((3, 5, 1), (2, 2)), (2, 3, 1)
@@ -141,45 +142,53 @@ def build_mini(root: str | os.PathLike, seed: int = 0) -> Path:
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    seed = int(seed)
-    root = Path(root)
-    target = root / "mini"
-    if _is_built(target, seed):
+    return build_atomically(Path(root), "mini", {"seed": int(seed), "version": VERSION},
+                            lambda out: _build(out, int(seed)))
+
+
+def build_atomically(root: Path, name: str, key: dict[str, int], build: Callable[[Path], int]) -> Path:
+    """``root/name``, built by ``build(folder)`` (which writes ``jpg/`` and ``gnd_<name>.pkl`` into the
+    empty ``folder`` and returns the number of images) unless a complete set with this ``key`` is
+    there. Built in a temporary folder under ``root`` and renamed into place: an interrupted build
+    leaves nothing behind, and of two concurrent builds the first to finish is kept."""
+    target = root / name
+    if _is_built(target, name, key):
         return target
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".mini-build-", dir=root))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-build-", dir=root))
     try:
-        _build(tmp, seed)
+        meta = {"images": build(tmp), **key}
+        (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True) + "\n")
         tmp.chmod(0o755)  # mkdtemp made it private
-        if not _is_built(target, seed):  # else a concurrent build finished first: keep that one
+        if not _is_built(target, name, key):  # else a concurrent build finished first: keep that one
             if target.exists():  # another seed, version, or an incomplete set: move it aside, drop it
-                old = Path(tempfile.mkdtemp(prefix=".mini-old-", dir=root))
-                target.rename(old / "mini")
+                old = Path(tempfile.mkdtemp(prefix=f".{name}-old-", dir=root))
+                target.rename(old / name)
                 shutil.rmtree(old)
             try:
                 tmp.rename(target)
             except OSError:  # a concurrent build renamed its own set into place meanwhile
-                if not _is_built(target, seed):
+                if not _is_built(target, name, key):
                     raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
-def _is_built(target: Path, seed: int) -> bool:
-    """Whether ``target`` holds a complete set for this seed and version."""
+def _is_built(target: Path, name: str, key: dict[str, int]) -> bool:
+    """Whether ``target`` holds a complete set with this key (``meta.json`` and the files)."""
     try:
         meta = json.loads((target / "meta.json").read_text())
         n_jpg = sum(1 for _ in (target / "jpg").glob("*.jpg"))
     except (OSError, ValueError):
         return False
-    return (isinstance(meta, dict) and meta.get("seed") == seed and meta.get("version") == VERSION
-            and meta.get("images") == n_jpg and (target / "gnd_mini.pkl").is_file())
+    return (isinstance(meta, dict) and {k: meta.get(k) for k in key} == key and meta.get("images") == n_jpg
+            and (target / f"gnd_{name}.pkl").is_file())
 
 
 # ----------------------------------------------------------------------------- sources
 
-def _sources() -> dict[str, Image.Image]:
+def load_photos() -> dict[str, Image.Image]:
     """Every photo used: objects as RGB, textures and clutter as they come ("L" when grey);
     the two large ones halved."""
     from matplotlib import cbook
@@ -339,8 +348,8 @@ def training_views(n_objects: int = 48, views: int = 4, seed: int = 1) -> tuple[
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < (2 if name == "views" else 1):
             raise ValueError(f"{name} must be an integer >= {2 if name == 'views' else 1}, got {value!r}")
     rng = np.random.default_rng(seed)
-    photos = _sources()
-    pool: Pool = [(name, (0.0, 0.0, 1.0, 1.0)) for name in _TEXTURES]
+    photos = load_photos()
+    pool: Pool = [(name, (0.0, 0.0, 1.0, 1.0)) for name in TEXTURES]
     sources = [src[0][0] for _, split, src in _OBJECTS if split == "train"]
     images, labels = [], []
     for label in range(n_objects):
@@ -355,17 +364,17 @@ def training_views(n_objects: int = 48, views: int = 4, seed: int = 1) -> tuple[
     return images, np.array(labels)
 
 
-def _save_jpeg(img: Image.Image, path: Path) -> None:
+def save_jpeg(img: Image.Image, path: Path) -> None:
     img.save(path, "JPEG", quality=JPEG_QUALITY, subsampling=2, optimize=False)
 
 
-def _build(out: Path, seed: int) -> None:
+def _build(out: Path, seed: int) -> int:
     """Draw every image from ``default_rng(seed)`` and write the set into the empty folder ``out``."""
     rng = np.random.default_rng(seed)
-    photos = _sources()
+    photos = load_photos()
     # backgrounds, clutter and occluders: textures in the training split; in the test split also
     # the training objects and the test photos' context strips (never a test object)
-    plain: Pool = [(name, (0.0, 0.0, 1.0, 1.0)) for name in _TEXTURES]
+    plain: Pool = [(name, (0.0, 0.0, 1.0, 1.0)) for name in TEXTURES]
     strips = {src[0][0]: _context_strip(src[0][1]) for _, split, src in _OBJECTS if split == "test"}
     pools = {"train": plain, "test": plain + [src[0] for _, split, src in _OBJECTS if split == "train"]
              + [(name, strip) for name, strip in strips.items() if strip]}
@@ -400,7 +409,7 @@ def _build(out: Path, seed: int) -> None:
     qimlist = [f"query_{i:03d}" for i in range(len(queries))]
     (out / "jpg").mkdir()
     for name, img in zip(imlist + qimlist, [d[0] for d in db] + [q[0] for q in queries]):
-        _save_jpeg(img, out / "jpg" / f"{name}.jpg")
+        save_jpeg(img, out / "jpg" / f"{name}.jpg")
     labels = [None if v is None else _difficulty(v) for *_, v in db]
     gnd = [{"bbx": bbx, **{k: [i for i, (d, lab) in enumerate(zip(db, labels)) if d[1] == obj and lab == k]
                            for k in ("easy", "hard", "junk")}} for _, bbx, obj in queries]
@@ -418,5 +427,4 @@ def _build(out: Path, seed: int) -> None:
     data = json.loads(json.dumps(data))  # plain types only; object identities (pickle memo) fixed by the text
     with open(out / "gnd_mini.pkl", "wb") as f:
         pickle.dump(data, f, protocol=PICKLE_PROTOCOL)
-    meta = {"images": len(imlist) + len(qimlist), "seed": seed, "version": VERSION}
-    (out / "meta.json").write_text(json.dumps(meta, sort_keys=True) + "\n")
+    return len(imlist) + len(qimlist)

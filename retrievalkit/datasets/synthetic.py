@@ -114,7 +114,7 @@ _PHOTOS: Photos = {}
 def _pools(photos: Photos) -> dict[str, Pool]:
     """The mini set's backgrounds: textures in the training split; in the test split also the
     training objects and the test photos' context strips (never a test object)."""
-    plain: Pool = [(name, (0.0, 0.0, 1.0, 1.0)) for name in mini._TEXTURES]
+    plain: Pool = [(name, (0.0, 0.0, 1.0, 1.0)) for name in mini.TEXTURES]
     strips = [(src[0][0], mini._context_strip(src[0][1])) for _, src in _TEST]
     return {"train": plain, "test": plain + [src[0] for _, src in _TRAIN] + [(n, s) for n, s in strips if s]}
 
@@ -123,7 +123,7 @@ def _draw(job: tuple[int, int, Task, str]) -> tuple[dict[str, Any] | None, list[
     """Draw task ``i`` from ``default_rng([seed, i])``, save it as ``path`` -> (view measurements, bbx)."""
     seed, i, (kind, label, level, source, size, split), path = job
     if not _PHOTOS:
-        _PHOTOS.update(mini._sources())
+        _PHOTOS.update(mini.load_photos())
     rng = np.random.default_rng([seed, i])
     pool = _pools(_PHOTOS)[split]
     name, frac_box = mini._OBJECTS[label][2][source] if label >= 0 else ("", ())
@@ -149,7 +149,7 @@ def _draw(job: tuple[int, int, Task, str]) -> tuple[dict[str, Any] | None, list[
         img, _, obj = mini._view(rng, _PHOTOS, pool, name, frac_box, p, size)
         ys, xs = np.nonzero(obj)
         bbx = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-    mini._save_jpeg(img, Path(path))
+    mini.save_jpeg(img, Path(path))
     return info, bbx
 
 

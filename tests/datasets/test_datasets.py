@@ -297,7 +297,7 @@ def test_missing_dataset_says_what_where_and_how(tmp_path, monkeypatch):
 
 
 def test_names_root_and_indices_are_checked(tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match="name must be one of mini, oxford5k, .*ukbench"):
+    with pytest.raises(ValueError, match="name must be one of mini, mini-other, oxford5k, .*ukbench"):
         DS.load("oxford105k", root=tmp_path)
     assert DS.resolve_root(tmp_path / "x") == tmp_path / "x"
     monkeypatch.setenv("RETRIEVALKIT_DATA", str(tmp_path / "env"))

@@ -157,22 +157,23 @@ def test_an_incomplete_set_is_rebuilt(built, tmp_path, monkeypatch):
     next((tmp_path / "mini" / "jpg").glob("*.jpg")).unlink()
     calls = []
 
-    def fake_build(out: Path, seed: int) -> None:
+    def fake_build(out: Path, seed: int) -> int:  # an empty set; build_mini writes its meta.json
         calls.append(seed)
         (out / "jpg").mkdir()
         (out / "gnd_mini.pkl").write_bytes(b"")
-        (out / "meta.json").write_text(json.dumps({"images": 0, "seed": seed, "version": mini.VERSION}))
+        return 0
 
     monkeypatch.setattr(mini, "_build", fake_build)
     out = build_mini(tmp_path, seed=0)
     assert calls == [0]
     assert not list((out / "jpg").iterdir())  # the damaged set was replaced by the new one
+    assert json.loads((out / "meta.json").read_text()) == {"images": 0, "seed": 0, "version": mini.VERSION}
 
 
 def test_an_interrupted_build_leaves_nothing_half_written(built, tmp_path, monkeypatch):
     root = tmp_path / "cache"
     shutil.copytree(built, root / "mini")  # a complete seed-0 set is there
-    save, written = mini._save_jpeg, []
+    save, written = mini.save_jpeg, []
 
     def failing_save(img, path):
         if len(written) == 50:
@@ -180,7 +181,7 @@ def test_an_interrupted_build_leaves_nothing_half_written(built, tmp_path, monke
         save(img, path)
         written.append(path)
 
-    monkeypatch.setattr(mini, "_save_jpeg", failing_save)
+    monkeypatch.setattr(mini, "save_jpeg", failing_save)
     with pytest.raises(RuntimeError, match="disk full"):
         build_mini(root, seed=1)
     assert len(written) == 50 and all(not p.exists() for p in written)
