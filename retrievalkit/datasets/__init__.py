@@ -9,6 +9,7 @@ extension), ``qimlist`` (query image names) and ``gnd``, one dict per query: the
 - :mod:`.loading`: :func:`load` and the :class:`Dataset` it returns;
 - :mod:`.groundtruth`: each benchmark's own ground-truth files, read into that form;
 - :mod:`.download`: the official hosts, resumable checksummed downloads, safe extraction;
+- :mod:`.other`: the mini benchmark's other collection (views of OpenCV's sample photos, to learn from);
 - :mod:`.mini`: the offline mini benchmark, built from freely licensed photos (its views drawn by
   :mod:`.drawing`).
 
@@ -19,6 +20,7 @@ and ``root/hashes.json`` keeps the SHA256 first seen for files nobody publishes 
 from __future__ import annotations
 
 from .groundtruth import PARIS_CORRUPT, DatasetNotFoundError, read_oxford_gt
+from . import mini, other
 from .loading import NAMES, Dataset, build_mini, load, resolve_root
 
 __all__ = ["load", "Dataset", "DatasetNotFoundError", "NAMES", "build_mini", "resolve_root", "read_oxford_gt",

@@ -16,7 +16,7 @@ canvases :data:`SCALE` times the benchmark's (long side 240 px: about half the n
 
 ``objects[i]`` is view ``i``'s pseudo-object (``photo * WINDOWS + window``), ``photos`` the photo
 names in :data:`PHOTOS` order. Each photo's views come from their own
-``default_rng([seed, photo])``, so the set is the same whether drawn by one process or several.
+``default_rng([seed, photo])``, so the set is the same whether drawn by one thread or several.
 
 The photos: Debian's ``opencv-doc`` package ships them in :data:`DEBIAN_DIR` (used when a file
 there has the pinned SHA256); elsewhere they are downloaded once from OpenCV's repository at tag
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import multiprocessing
 import os
 import pickle
 from pathlib import Path
@@ -100,7 +99,7 @@ def build_other(root: str | os.PathLike, seed: int = 0, windows: int | None = No
     A set already there with the same ``seed``, ``windows``, ``views`` and :data:`VERSION` is
     returned as it is; the build is atomic as :func:`retrievalkit.datasets.mini.build_mini`'s.
     ``windows`` and ``views`` default to :data:`WINDOWS` and :data:`VIEWS`; ``workers`` drawing
-    processes (default: the CPUs, at most 4); the files do not depend on it.
+    threads (default: the CPUs, at most 4); the files do not depend on it.
     """
     windows = WINDOWS if windows is None else windows
     views = VIEWS if views is None else views
@@ -120,11 +119,9 @@ def build_other(root: str | os.PathLike, seed: int = 0, windows: int | None = No
 def _build(out: Path, key: dict[str, int], paths: dict[str, Path], workers: int) -> int:
     (out / "jpg").mkdir()
     jobs = [(out / "jpg", key, p, str(paths[name])) for p, name in enumerate(PHOTOS)]
-    if workers == 1:
-        names = [_draw_photo(*job) for job in jobs]
-    else:  # spawn: the parent may hold torch's threads, which fork copies badly
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
-            names = list(ex.map(_draw_photo, *zip(*jobs)))
+    _texture_photos()  # loaded once, before the threads share it
+    with concurrent.futures.ThreadPoolExecutor(workers) as ex:  # PIL's warps and JPEG coding release the GIL
+        names = list(ex.map(_draw_photo, *zip(*jobs)))
     imlist = [n for photo in names for n in photo]
     data = {"imlist": imlist, "qimlist": [], "gnd": [],
             "objects": [p * key["windows"] + w for p in range(len(PHOTOS)) for w in range(key["windows"])
@@ -158,6 +155,6 @@ def _draw_photo(folder: Path, key: dict[str, int], p: int, path: str) -> list[st
 
 @functools.lru_cache(maxsize=1)
 def _texture_photos() -> dict[str, Image.Image]:
-    """The mini benchmark's texture photos (backgrounds, occluders and clutter here), loaded once per process."""
+    """The mini benchmark's textures and training photos (backgrounds, occluders and clutter here), loaded once."""
     photos = mini.load_photos()
     return {t: photos[t] for t in mini.TEXTURES + mini.TRAINING_PHOTOS}

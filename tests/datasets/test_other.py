@@ -1,7 +1,7 @@
 """The mini benchmark's other collection (``mini-other``): where its photos come from (Debian's
 copies when their hashes match, else a hash-checked download, here from the loopback server of
 conftest.py), and the collection itself: layout, labels, determinism whatever the number of drawing
-processes, reuse, atomicity, and maps extracted without queries."""
+threads, reuse, atomicity, and maps extracted without queries."""
 from __future__ import annotations
 
 import hashlib
@@ -93,7 +93,7 @@ def test_layout_labels_and_sizes(small):
             assert im.format == "JPEG" and max(im.size) == 240  # three quarters of the mini benchmark's 320
 
 
-def test_one_process_or_two_give_the_same_files_and_a_built_set_is_reused(small, tmp_path, monkeypatch):
+def test_one_thread_or_two_give_the_same_files_and_a_built_set_is_reused(small, tmp_path, monkeypatch):
     two = other.build_other(tmp_path, windows=1, views=2, workers=2)
     assert _files(two) == _files(small)
     monkeypatch.setattr(other, "_build", lambda *a: pytest.fail("rebuilt a complete set"))
