@@ -67,7 +67,10 @@ Plan = list[tuple[tuple[int, int, int, int] | None, tuple[int, int]]]  # per ima
 
 
 def _default_workers() -> int:
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    """Decoding processes: none on two CPUs or fewer, where a worker only competes with the network's threads
+    (measured on 2 cores: 194 images 7.0 s in-process against 8.6 s with one worker), else up to 4."""
+    cpus = os.cpu_count() or 1
+    return 0 if cpus <= 2 else min(4, cpus - 1)
 
 
 def _check_images(images: Any) -> list[str | Image.Image]:
@@ -251,7 +254,7 @@ def feature_maps(
     ``model`` is a :class:`retrievalkit.models.Backbone` (anything with ``features`` and
     ``transform``). ``size`` is the longest side fed to the network (None: the image as stored);
     ``boxes`` one ``[x1, y1, x2, y2]`` (or None) per image: the crop, resized with the query rule
-    of the module docstring. ``num_workers`` decoding processes (default ``min(4, cpus - 1)``; 0
+    of the module docstring. ``num_workers`` decoding processes (default ``min(4, cpus - 1)``, 0 on two CPUs or fewer; 0
     decodes in this process); ``device`` defaults to the model's.
     """
     if layer not in ("last", "penultimate"):

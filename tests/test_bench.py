@@ -26,15 +26,22 @@ def mini():
 
 
 @pytest.fixture(scope="module")
-def rows(mini):
+def other(mini):
+    """The maps of mini-other, the set mini's whitening and codebook are learnt on (cached like the lectures')."""
+    net = mini[0]
+    return rk.extract.dataset_maps(net, rk.datasets.load("mini-other"), progress=False)[1]
+
+
+@pytest.fixture(scope="module")
+def rows(mini, other):
     return bench.run(["mini"], timing_images=6)
 
 
 @pytest.fixture(scope="module")
-def described(mini):
-    """Every method's descriptors of the mini queries, database and training split, as run() makes them."""
+def described(mini, other):
+    """Every method's descriptors of the mini queries, database and mini-other, as run() makes them."""
     net, ds, _, _ = mini
-    maps = bench.benchmark_maps(net, ds, None, None)
+    maps = bench.benchmark_maps(net, ds, rk.datasets.load("mini-other"), None)
     return {name: bench.describe(method, net, maps) for name, method in bench.METHODS.items()}
 
 
@@ -99,11 +106,10 @@ def test_every_method_and_variant_has_a_row(rows):
     assert all(r["dataset"] == "mini" and r["old"] == "" and 0 <= r["H"] <= r["M"] <= 100 for r in rows)
 
 
-def test_gem_map_equals_an_independent_computation(mini, rows):
+def test_gem_map_equals_an_independent_computation(mini, other, rows):
     net, ds, qmaps, xmaps = mini
-    Q, X = _gem(qmaps), _gem(xmaps)
-    T = X[[i for i, s in enumerate(ds.info["split"]) if s == "train"]]
-    whiten = _whitening(T, len(T) - 1)  # all n_train - 1 = 33 directions
+    Q, X, T = _gem(qmaps), _gem(xmaps), _gem(other)
+    whiten = _whitening(T, 512)  # PCAw(dim=512), learnt on mini-other's 1,972 views
     Qw, Xw = whiten(Q), whiten(X)
     Qe = _alpha_qe(Qw, Xw, 10, 3.0)  # alpha = 3, k = 10
     for variant, (A, B) in {"raw": (Q, X), "+PCAw": (Qw, Xw), "+PCAw+αQE": (Qe, Xw)}.items():
@@ -127,13 +133,13 @@ def test_each_variants_steps_by_hand_give_runs_ranking_and_rows(mini, rows, desc
         assert row["dim"] == B.shape[1] and row["M"] == pytest.approx(_map(A, B, gnd), abs=0.05), (name, variant)
 
 
-def test_a_new_variant_is_data_run_needs_no_code(mini):
+def test_a_new_variant_is_data_run_needs_no_code(mini, other):
     # a variant not in VARIANTS: whitening to 8 dimensions, then alpha-QE with k = 3, alpha = 1
     net, ds, qmaps, xmaps = mini
     variant = bench.Variant("+PCAw8+QE3", (bench.PCAw(dim=8), bench.AlphaQE(k=3, alpha=1.0)))
     (row,) = bench.run(["mini"], methods=["GeM"], variants=[variant], timing_images=1)
     Q, X = _gem(qmaps), _gem(xmaps)
-    w = _whitening(X[ds.split("train")], 8)
+    w = _whitening(_gem(other), 8)
     A, B = _alpha_qe(w(Q), w(X), 3, 1.0), w(X)
     assert (row["variant"], row["dim"]) == ("+PCAw8+QE3", 8)
     assert row["M"] == pytest.approx(_map(A, B, rk.evaluate.revisited(ds.gnd, "medium")), abs=0.05)
@@ -175,25 +181,23 @@ def test_method_settings_are_their_parameters(mini, rows):
     np.testing.assert_allclose(gem5.build(net, [])(xmaps[:4]).double().numpy(), _gem(xmaps[:4], p=5.0), atol=1e-5)
 
 
-def test_methods_give_unit_descriptors_of_the_stated_dim(mini, rows):
+def test_methods_give_unit_descriptors_of_the_stated_dim(mini, other, rows):
     net, ds, qmaps, xmaps = mini
-    train = [xmaps[i] for i in ds.split("train")]
     for name, method in bench.METHODS.items():
-        V = method.build(net, train)(xmaps[:5])
+        V = method.build(net, other)(xmaps[:5])
         assert V.shape == (5, _row(rows, name, "raw")["dim"]), name
         torch.testing.assert_close(V.norm(dim=1), torch.ones(5), atol=1e-4, rtol=0)
-        assert _row(rows, name, "+PCAw")["dim"] == len(train) - 1  # capped by the 34 training images
+        assert _row(rows, name, "+PCAw")["dim"] == 512  # PCAw(dim=512): mini-other's 1,972 views have the rank
     assert _row(rows, "VLAD", "raw")["dim"] == bench.VLAD_K * bench.VLAD_LOCAL_DIM
 
 
-def test_stages_return_what_run_uses(mini, described):
+def test_stages_return_what_run_uses(mini, other, described):
     net, ds, qmaps, xmaps = mini
-    ((loaded, other),) = bench.load_datasets(["mini"])
-    assert loaded.name == "mini" and other is None  # mini learns on its own training split
-    maps = bench.benchmark_maps(net, ds, None, None)
-    split = ds.info["split"]
-    assert len(maps.train) == split.count("train") == 34
-    assert all(torch.equal(t, x) for t, x in zip(maps.train, [x for x, s in zip(xmaps, split) if s == "train"]))
+    ((loaded, learn_on),) = bench.load_datasets(["mini"])
+    assert loaded.name == "mini" and learn_on.name == "mini-other"  # mini learns on its other collection
+    maps = bench.benchmark_maps(net, ds, learn_on, None)
+    assert len(maps.train) == len(learn_on.images) == 1972
+    assert all(torch.equal(t, x) for t, x in zip(maps.train, other))
     d = described["GeM"]
     np.testing.assert_allclose(d.T.double().numpy(), _gem(maps.train), atol=1e-5)
     assert d.Q.shape[0] == len(qmaps) and d.X.shape[0] == len(xmaps) and d.seconds > 0

@@ -29,8 +29,8 @@ per second is ``timed / seconds`` for decode and network, ``(queries + database)
 pooling and ``queries / seconds`` for search (queries answered per second).
 
 Whitening and codebooks are learnt on another set, as the papers do: Paris6k for Oxford5k and vice
-versa (rParis6k for rOxford5k and vice versa), the training split for the mini benchmark and
-``synthetic-oxford``. The parts
+versa (rParis6k for rOxford5k and vice versa), its other collection ``mini-other`` for the mini
+benchmark (:mod:`retrievalkit.datasets.other`), the training split for ``synthetic-oxford``. The parts
 are data: a method (:mod:`.methods`) is a describer whose parameters are its setting (its repr); a
 variant (:mod:`.variants`) is a named tuple of steps (:class:`PCAw`, :class:`AlphaQE`), each learnt
 on the training descriptors and applied in order; :mod:`.published` holds the published numbers and
@@ -69,8 +69,8 @@ __all__ = ["BENCHMARKS", "METHODS", "VARIANTS", "PAPERS", "Paper", "PUBLISHED", 
 
 REAL_SIZE = 1024  # longest side of the real benchmarks' images (cirtorch, Seddati et al., Jimenez et al.)
 BENCHMARKS = ("mini", "oxford5k", "paris6k", "roxford5k", "rparis6k", "synthetic-oxford")
-TRAIN_SPLIT = ("mini", "synthetic-oxford")  # learn on their own training split
-OTHER = {"oxford5k": "paris6k", "paris6k": "oxford5k", "roxford5k": "rparis6k", "rparis6k": "roxford5k"}
+TRAIN_SPLIT = ("synthetic-oxford",)  # learns on its own training split
+OTHER = {"mini": "mini-other", "oxford5k": "paris6k", "paris6k": "oxford5k", "roxford5k": "rparis6k", "rparis6k": "roxford5k"}
 
 PROTOCOLS = {"original": "old", "medium": "M", "hard": "H"}
 COLUMNS = ("dataset", "model", "method", "variant", "dim", "old", "M", "H", "published old", "published M",
@@ -106,7 +106,7 @@ class Described(NamedTuple):
 
 def load_datasets(names: Sequence[str], root: Any = None, download: bool = False
                   ) -> list[tuple[datasets.Dataset, datasets.Dataset | None]]:
-    """Each benchmark and the set its whitening is learnt on (None for mini: its training split), all
+    """Each benchmark and the set its whitening is learnt on (None for synthetic-oxford: its training split), all
     loaded first so that a missing one raises :class:`retrievalkit.datasets.DatasetNotFoundError` at once."""
     pairs = [(datasets.load(n, root=root, download=download), n) for n in names]
     return [(ds, None if n in TRAIN_SPLIT else datasets.load(OTHER[n], root=root, download=download)) for ds, n in pairs]

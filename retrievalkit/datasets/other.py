@@ -8,7 +8,7 @@ benchmark that collection is ``mini-other``: :data:`PHOTOS`, 29 photos of OpenCV
 none of them a mini object, each seen through :data:`WINDOWS` random windows (pseudo-objects,
 30-80% of each side) and :data:`VIEWS` views of each, drawn exactly as the mini benchmark's database
 views (warp, texture background, occluders, clutter, photometric changes; one in three strong) on
-canvases :data:`SCALE` times the benchmark's (long side 240 px: about half the network time)::
+canvases :data:`SCALE` times the benchmark's (long side 192 px: about a third of the network time)::
 
     root/mini-other/jpg/<name>.jpg           29 * 17 * 4 = 1,972 views, no queries
     root/mini-other/gnd_mini-other.pkl       {"imlist", "qimlist": [], "gnd": [], "objects", "photos"}
@@ -39,8 +39,8 @@ from . import mini
 __all__ = ["PHOTOS", "OPENCV_URL", "DEBIAN_DIR", "WINDOWS", "VIEWS", "SCALE", "VERSION", "opencv_photos",
            "build_other"]
 
-VERSION = 1  # of the generator: bumped whenever its output changes
-WINDOWS, VIEWS, SCALE = 17, 4, 0.75
+VERSION = 2  # of the generator: bumped whenever its output changes
+WINDOWS, VIEWS, SCALE = 17, 4, 0.6
 OPENCV_URL = "https://raw.githubusercontent.com/opencv/opencv/4.6.0/samples/data/"
 DEBIAN_DIR = Path("/usr/share/doc/opencv-doc/examples/data")
 # name -> SHA256, of the files of Debian's opencv-doc 4.6.0+dfsg-12 (OpenCV's samples/data at 4.6.0)

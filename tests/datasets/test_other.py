@@ -90,7 +90,7 @@ def test_layout_labels_and_sizes(small):
                                                             "windows": 1, "views": 2}
     for name in gnd["imlist"]:
         with Image.open(small / "jpg" / f"{name}.jpg") as im:
-            assert im.format == "JPEG" and max(im.size) == 240  # three quarters of the mini benchmark's 320
+            assert im.format == "JPEG" and max(im.size) == 192  # 0.6 times the mini benchmark's 320
 
 
 def test_one_thread_or_two_give_the_same_files_and_a_built_set_is_reused(small, tmp_path, monkeypatch):
