@@ -37,7 +37,9 @@ from PIL import Image
 
 from . import evaluate, extract, losses, search
 from .datasets import mini
+from ._atomic import write_atomic
 from ._batching import ShapeBatches, rows_by_shape
+from ._cache import cache_path, describe, slug
 from ._validate import check_map_list, nonnegative_number, positive_int, positive_number
 from .normalization import l2n
 from .pooling import GeM
@@ -83,13 +85,14 @@ def mini_training_set(
     training objects keep their object index, distractors -1), with their maps from
     ``database_maps`` (:func:`retrievalkit.extract.dataset_maps`), and the first
     ``n_objects - held_out`` pseudo-objects of :func:`retrievalkit.datasets.mini.training_views` (labels
-    ``100 + k``), whose maps ``net`` computes. Validation: the last ``held_out`` pseudo-objects.
+    ``100 + k``), whose maps ``net`` computes (kept in the extraction cache, ``data/cache/features``).
+    Validation: the last ``held_out`` pseudo-objects.
     """
     if not 1 <= held_out < n_objects:
         raise ValueError(f"held_out must be in [1, n_objects - 1] = [1, {n_objects - 1}], got {held_out}")
     train = dataset.split("train")
     pictures, labels = mini.training_views(n_objects=n_objects, views=views, seed=seed)
-    maps = extract.feature_maps(net, pictures, progress=False)
+    maps = _picture_maps(net, pictures)
     fit = labels < n_objects - held_out
     images = []
     for i in train:
@@ -102,6 +105,18 @@ def mini_training_set(
         val_maps=[m for m, f in zip(maps, fit) if not f],
         val_labels=labels[~fit],
     )
+
+
+def _picture_maps(net: nn.Module, pictures: list[Image.Image]) -> list[torch.Tensor]:
+    """:func:`retrievalkit.extract.feature_maps` of ``pictures``, kept in the extraction cache (float32, so a
+    cached run trains on exactly the same maps), keyed by the network and every picture's pixels."""
+    path = cache_path("default", f"training-views-{slug(getattr(net, 'name', 'model'))}-maps",
+                      ["picture maps", describe(net), *(describe(p) for p in pictures)])
+    if path.is_file():
+        return torch.load(path)
+    maps = extract.feature_maps(net, pictures, progress=False)
+    write_atomic(path, lambda f: torch.save(maps, f))
+    return maps
 
 
 def embed(head: nn.Module, maps: Sequence[torch.Tensor], batch_size: int = 64) -> torch.Tensor:

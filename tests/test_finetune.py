@@ -163,3 +163,22 @@ def test_the_mini_training_set_holds_no_test_object_and_keeps_validation_apart()
     assert all(m.shape[0] == xmaps[0].shape[0] for m in data.maps[n_real:] + data.val_maps)
     with pytest.raises(ValueError, match="held_out"):
         finetune.mini_training_set(net, ds, xmaps, n_objects=3, held_out=3)
+
+
+def test_the_training_views_maps_are_cached_exactly(tmp_path, monkeypatch):
+    import retrievalkit as rk
+    from retrievalkit import extract
+
+    monkeypatch.setenv("RETRIEVALKIT_DATA", str(tmp_path))  # the cache's "default" folder: tmp_path/features
+    net = rk.models.backbone()
+    pictures, _ = rk.datasets.mini.training_views(n_objects=2, views=2, seed=0)
+    direct = extract.feature_maps(net, pictures, progress=False, num_workers=0)
+    calls = []
+    real = extract.feature_maps
+    monkeypatch.setattr(extract, "feature_maps", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = finetune._picture_maps(net, pictures)
+    second = finetune._picture_maps(net, pictures)
+    assert calls == [1] and len(list((tmp_path / "features").glob("training-views-*.pt"))) == 1
+    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(direct, first, second))  # float32, exact
+    finetune._picture_maps(net, pictures[:3])  # other pictures: computed, not read
+    assert calls == [1, 1]
