@@ -112,11 +112,13 @@ def build_other(root: str | os.PathLike, seed: int = 0, windows: int | None = No
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     root = Path(root)
     key = {"seed": int(seed), "version": VERSION, "windows": int(windows), "views": int(views)}
-    paths = opencv_photos(root)  # before the build: a failed download leaves no half-built set
-    return mini.build_atomically(root, "mini-other", key, lambda out: _build(out, key, paths, workers))
+    return mini.build_atomically(root, "mini-other", key, lambda out: _build(out, key, root, workers))
 
 
-def _build(out: Path, key: dict[str, int], paths: dict[str, Path], workers: int) -> int:
+def _build(out: Path, key: dict[str, int], root: Path, workers: int) -> int:
+    """Draw the set into ``out``; the photos are found (or downloaded) only now, when a build is needed, and a
+    failed download leaves nothing behind (``out`` is a temporary folder)."""
+    paths = opencv_photos(root)
     (out / "jpg").mkdir()
     jobs = [(out / "jpg", key, p, str(paths[name])) for p, name in enumerate(PHOTOS)]
     _texture_photos()  # loaded once, before the threads share it

@@ -122,3 +122,8 @@ def test_bad_arguments_name_themselves(tmp_path, kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         other.build_other(tmp_path, **kwargs)
     assert not (tmp_path / "mini-other").exists()
+
+
+def test_a_built_set_is_loaded_without_looking_for_the_photos(small, monkeypatch):
+    monkeypatch.setattr(other, "opencv_photos", lambda *a, **k: pytest.fail("looked for the photos of a built set"))
+    assert other.build_other(small.parent, windows=1, views=2) == small
