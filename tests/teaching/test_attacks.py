@@ -178,8 +178,9 @@ HONEST = {**{f"honest_{i}/01_pooling.ipynb": (_submission(), 7, []) for i in ran
 # 29 MB notebook, a named pipe: not graded, 0
 LINKS = {"mallory_link__01_pooling.ipynb": POOLING, "mallory_steal/01_pooling.ipynb": "../honest_0/01_pooling.ipynb",
          "mallory_host.ipynb": Path("/etc/hostname")}
-GRADER = ("import resource, sys\nfrom retrievalkit.__main__ import main\ncode = main(sys.argv[1:])\n"
-          "print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)\n")
+# the grader's own peak: VmHWM (kB), which exec resets; ru_maxrss keeps the forking pytest worker's peak
+GRADER = ("import re, sys\nfrom retrievalkit.__main__ import main\ncode = main(sys.argv[1:])\n"
+          "print('maxrss', re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\nsys.exit(code)\n")
 
 
 def _fingerprint(paths) -> dict:
