@@ -237,6 +237,9 @@ def test_published_anchors_name_a_known_row_and_cite_a_paper():
     # beside our rows only the real-mode setting (VGG16, 512-D, whitening on the other dataset); no fork re-runs
     assert all(model == "vgg16" and source.startswith("512-D, PCAw on ") for (*_, model), (_, source) in bench.PUBLISHED.items())
     assert not set(bench.PUBLISHED) & set(bench.REFERENCES)
+    # Tolias et al. whiten each region before the sum, our +PCAw the sum: R-MAC's figures are references only
+    assert {method for _, method, _, _ in bench.PUBLISHED} == {"CroW"}
+    assert all("before the sum" in bench.REFERENCES[(d, "R-MAC", "+PCAw", "vgg16")][1] for d in ("oxford5k", "paris6k"))
     assert not any("github.com/bkj" in s for _, s in {**bench.PUBLISHED, **bench.REFERENCES}.values())
 
 
