@@ -41,14 +41,14 @@ from pathlib import Path
 
 import nbformat
 import zmq.asyncio
-from jupyter_client import AsyncKernelClient, AsyncKernelManager
+from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.provisioning import KernelProvisionerFactory, LocalProvisioner
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from traitlets import Unicode
 
-from . import jail
+from . import channels, jail
 
 __all__ = ["Limits", "Outcome", "Pool", "Session", "kernel_pool"]
 
@@ -320,9 +320,9 @@ class _Specs(KernelSpecManager):
         return {_KERNEL: ""}
 
 
-class _KernelClient(AsyncKernelClient):
-    """jupyter_client's client, ready as soon as the kernel answers on shell and iopub (its own
-    ``wait_for_ready`` waits a fixed 0.2 s more, a third of a submission's time)."""
+class _KernelClient(channels.SteppedKernelClient):
+    """jupyter_client's client, stepped (:mod:`.channels`) and ready as soon as the kernel answers on shell and iopub
+    (its own ``wait_for_ready`` waits a fixed 0.2 s more, a third of a submission's time)."""
 
     def start_channels(self, shell=True, iopub=True, stdin=True, hb=True, control=True) -> None:
         """No stdin or control channel: nothing reads them, so what a kernel sent there (up to 16 messages of

@@ -27,6 +27,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from .._atomic import write_atomic
+from .channels import SteppedKernelManager
 
 __all__ = ["execute", "settle_progress_bars", "missing_widget_state", "frozen_progress_bars"]
 
@@ -108,6 +109,7 @@ def execute(path: str | Path, timeout: int = 1200, kernel_name: str = "python3")
         raise ValueError(f"path must be an existing .ipynb file, got {path}")
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, store_widget_state=True,
+                   kernel_manager_class=SteppedKernelManager,  # never sleeps through a reply (.channels)
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     settle_progress_bars(nb)
     for cell in nb.cells:
