@@ -1116,11 +1116,14 @@ def test_a_failed_check_in_a_notebook_shows_the_feedback_without_the_checks_own_
     import nbformat
     from nbclient import NotebookClient
 
+    from retrievalkit.teaching.channels import SteppedKernelManager
+
     nb = nbformat.v4.new_notebook()
     nb.cells.append(nbformat.v4.new_code_cell(
         "from retrievalkit.teaching import checks\n"
         "checks.check_mac(lambda x: x.mean(dim=(-2, -1)))"))
-    NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=True).execute()
+    NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=True,
+                   kernel_manager_class=SteppedKernelManager).execute()
     (error,) = [o for o in nb.cells[0].outputs if o.output_type == "error"]
     shown = "\n".join(error.traceback)
     assert error.ename == "CheckFailed" and "equals average pooling" in shown

@@ -5,6 +5,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from retrievalkit.teaching.channels import SteppedKernelManager
 from retrievalkit.teaching.exercises import ANSWER_HERE, BEGIN, END, make_exercise, write_exercises
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +86,7 @@ def test_generator_replaces_only_the_marked_block_and_keeps_indentation():
 @pytest.mark.parametrize("name", [p.name for p in SOLUTIONS])
 def test_exercise_runs_and_fails_only_on_the_unsolved_tasks(name):
     nb = nbformat.read(ROOT / "exercises" / name, as_version=4)
-    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True, kernel_manager_class=SteppedKernelManager,
                    resources={"metadata": {"path": str(ROOT)}}).execute()
     errors = [(i, o["ename"]) for i, c in enumerate(nb.cells) if c.cell_type == "code"
               for o in c.outputs if o["output_type"] == "error"]

@@ -4,6 +4,7 @@ import pytest
 from nbclient import NotebookClient
 
 from retrievalkit.teaching import quiz
+from retrievalkit.teaching.channels import SteppedKernelManager
 
 
 def gem_question():
@@ -55,7 +56,8 @@ def test_a_question_cell_displays_a_widget_with_a_plain_text_form():
     nb.cells.append(nbformat.v4.new_code_cell(
         "from retrievalkit.teaching import quiz\n"
         "quiz.choice('GeM with p = 1 is ...', {'max pooling': (False, 'no'), 'average pooling': (True, 'yes')})"))
-    NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True).execute()
+    NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True,
+                   kernel_manager_class=SteppedKernelManager).execute()
     (out,) = nb.cells[0].outputs
     assert out["data"]["text/plain"] == "Question. GeM with p = 1 is ...\na) max pooling\nb) average pooling"
     model = out["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
