@@ -32,8 +32,8 @@ class SteppedChannel(AsyncZMQSocketChannel):
             left = STEP if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 return await super().get_msg(timeout=min(STEP, left))
-            except Empty:
-                if deadline is not None and time.monotonic() >= deadline:
+            except Empty:  # the last step is final: pyzmq rounds it down to whole ms, so never poll again after it
+                if deadline is not None and (left <= STEP or time.monotonic() >= deadline):
                     raise
 
 

@@ -70,6 +70,36 @@ def test_the_timeout_is_kept_across_steps(timeout, low, high):
     assert low <= asyncio.run(wait_on_nothing()) < high
 
 
+class _Counted(AsyncZMQSocketChannel):
+    """Counts the polls SteppedChannel makes (it sits between SteppedChannel and jupyter_client's channel)."""
+
+    polls = 0
+
+    async def get_msg(self, timeout=None):
+        self.polls += 1
+        return await super().get_msg(timeout=timeout)
+
+
+class _CountedSteps(channels.SteppedChannel, _Counted):
+    pass
+
+
+@pytest.mark.parametrize("timeout, polls", [(0.0009, 1), (2.5, 3), (float("nan"), 1)])
+def test_each_step_polls_once_and_the_last_is_final(timeout, polls):
+    async def count():
+        channel, a, b, _ = await _pair(_CountedSteps)
+        try:
+            channel.polls = 0
+            with pytest.raises(Empty):
+                await channel.get_msg(timeout=timeout)
+            return channel.polls
+        finally:
+            a.close(0)
+            b.close(0)
+
+    assert asyncio.run(count()) == polls  # 1 s, 1 s, 0.5 s; never a spin of 0-ms polls at the end
+
+
 def test_without_a_timeout_it_waits_past_many_steps():
     async def late():
         channel, a, b, session = await _pair(channels.SteppedChannel)
